@@ -1,0 +1,228 @@
+"""Run profiles, seeding, device detection and the environment report.
+
+This is the lowest module of the package: it imports nothing else from
+``bigmodel_utils`` and does not import TensorFlow or Keras until a function
+needs them, so a chapter can set the profile before the framework starts.
+
+Used in every chapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Keep TensorFlow's start-up chatter (CUDA stubs, CPU-instruction notices,
+# oneDNN banners) out of the rendered pages. These only take effect if they
+# are set before TensorFlow is imported, which is why they live here.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+PROFILES = ("smoke", "quick", "full", "auto")
+"""Valid values of ``BOOK_PROFILE``."""
+
+PROFILE_DESCRIPTIONS = {
+    "smoke": "tests: tiny data and budgets, seconds per chapter",
+    "quick": "CPU default: bundled data, about a minute per chapter, meaningful results",
+    "full": "GPU: full datasets, classic input sizes, real epoch counts",
+    "auto": "full when a GPU or TPU is visible, otherwise quick",
+}
+
+
+class ProfileError(ValueError):
+    """Raised for a ``BOOK_PROFILE`` value that is not one of :data:`PROFILES`."""
+
+
+def in_colab() -> bool:
+    """Return True when running inside Google Colab."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def _accelerators_from_backend() -> list[str]:
+    """List visible accelerators as strings such as ``"GPU:0"``, asking the Keras backend."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    found: list[str] = []
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            for kind in ("GPU", "TPU"):
+                found += [f"{kind}:{i}" for i, _ in enumerate(tf.config.list_physical_devices(kind))]
+        elif backend == "jax":
+            import jax
+
+            found = [f"{d.platform.upper()}:{d.id}" for d in jax.devices() if d.platform in ("gpu", "tpu")]
+        elif backend == "torch":
+            import torch
+
+            found = [f"GPU:{i}" for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken CUDA install must not stop the book: report no accelerator
+        found = []
+    return found
+
+
+def list_accelerators() -> list[str]:
+    """Return the visible GPUs and TPUs, for example ``["GPU:0"]``; empty on a CPU-only machine."""
+    found = _accelerators_from_backend()
+    if not found and os.environ.get("COLAB_TPU_ADDR"):
+        found = ["TPU:0"]
+    return found
+
+
+def resolve_profile(name: str | None = None) -> str:
+    """Return the concrete run profile: ``"smoke"``, ``"quick"`` or ``"full"``.
+
+    ``name`` defaults to the ``BOOK_PROFILE`` environment variable, then to
+    ``"auto"``, which becomes ``"full"`` when a GPU or TPU is visible and
+    ``"quick"`` otherwise. Any other value raises :class:`ProfileError` with a
+    one-line message naming the bad value and the valid ones.
+    """
+    raw = os.environ.get("BOOK_PROFILE", "auto") if name is None else name
+    value = str(raw).strip().lower()
+    if value not in PROFILES:
+        raise ProfileError(f"BOOK_PROFILE must be one of {', '.join(PROFILES)}; got {raw!r}")
+    if value == "auto":
+        return "full" if list_accelerators() else "quick"
+    return value
+
+
+def by_profile(profile: str, *, smoke: Any, quick: Any, full: Any) -> Any:
+    """Pick the default for ``profile`` out of three values; used in every parameters cell.
+
+    >>> by_profile("quick", smoke=1, quick=5, full=30)
+    5
+    """
+    choices = {"smoke": smoke, "quick": quick, "full": full}
+    if profile not in choices:
+        raise ProfileError(
+            f"profile must be one of smoke, quick, full (resolve 'auto' first); got {profile!r}"
+        )
+    return choices[profile]
+
+
+def set_seed(seed: int) -> int:
+    """Seed Python, NumPy and the Keras backend from one integer and return it.
+
+    Keras's ``set_random_seed`` covers Python's ``random``, NumPy and the
+    backend (TensorFlow, JAX or PyTorch), so one call makes a chapter repeatable.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return seed
+
+
+def gpu_advice(accelerators: list[str] | None = None) -> str:
+    """Return one sentence about the accelerator: what was found, or how to get a GPU in Colab."""
+    accelerators = list_accelerators() if accelerators is None else accelerators
+    if accelerators:
+        return f"Accelerator found: {', '.join(accelerators)}."
+    if in_colab():
+        return (
+            "No GPU found. In Colab choose Runtime > Change runtime type > T4 GPU, "
+            "then Runtime > Run all; the chapter also runs on the CPU, only slower."
+        )
+    return "No GPU found: running on the CPU (set BOOK_PROFILE=quick or smoke for short runs)."
+
+
+@dataclass(frozen=True)
+class EnvironmentReport:
+    """What a chapter ran on; printed near the top of every chapter."""
+
+    items: dict[str, str]
+
+    def __str__(self) -> str:
+        width = max(len(k) for k in self.items)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.items.items())
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython display hook
+        printer.text(str(self))
+
+
+def environment_report(profile: str, data_source: str | None = None) -> EnvironmentReport:
+    """Return versions, devices, profile and data source as an :class:`EnvironmentReport`."""
+    import keras
+    import numpy as np
+
+    items = {
+        "profile": f"{profile} ({PROFILE_DESCRIPTIONS.get(profile, '?')})",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        items["tensorflow"] = tf.__version__
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        items["jax"] = jax.__version__
+    accelerators = list_accelerators()
+    items["devices"] = ", ".join(accelerators) if accelerators else f"CPU only ({os.cpu_count()} cores)"
+    items["advice"] = gpu_advice(accelerators)
+    if data_source is not None:
+        items["data"] = data_source
+    return EnvironmentReport(items)
+
+
+def _to_jsonable(value: Any) -> Any:
+    """Convert NumPy scalars and arrays, paths and tuples into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return _to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_results(path: str | os.PathLike | None, results: dict[str, Any]) -> dict[str, Any] | None:
+    """Write a chapter's key results as JSON to ``path`` (the chapter's ``RESULTS_PATH``).
+
+    Does nothing and returns None when ``path`` is None, so the last cell of a
+    chapter can always call it. Returns the JSON-ready dict that was written.
+    """
+    if path is None:
+        return None
+    if not isinstance(results, dict):
+        raise TypeError(f"results must be a dict, got {type(results).__name__}")
+    clean = _to_jsonable(results)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(clean, indent=2, sort_keys=True))
+    return clean
+
+
+def artifact_dir(name: str) -> Path:
+    """Return (and create) the folder where a chapter keeps what it trains: checkpoints, logs, tuner trials.
+
+    It is ``$BOOK_ARTIFACTS_DIR/<name>`` when that variable is set (the tests
+    point it at a temporary folder), else ``./artifacts/<name>`` beside the
+    notebook. In Colab, point ``BOOK_ARTIFACTS_DIR`` at a mounted Google Drive
+    folder to keep checkpoints across disconnects.
+    """
+    if not name or any(sep in name for sep in ("/", "\\")) or name in (".", ".."):
+        raise ValueError(f"name must be a plain folder name such as '04_cnn_on_gpu', got {name!r}")
+    root = Path(os.environ.get("BOOK_ARTIFACTS_DIR", "artifacts"))
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,237 @@
+"""Growth trends: exponential fits over time and power-law fits between quantities.
+
+Chapter 1 fits how fast training compute and parameter counts grew (a
+doubling time); chapter 6 fits power laws (loss against parameters or
+compute). Both are straight lines on log axes, fitted by least squares on
+log10 of the values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _clean_xy(x, y, name_y: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and {name_y} must have the same length, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    if np.any(y[keep] <= 0):
+        raise ValueError(f"{name_y} must be positive to be fitted on a log scale")
+    if keep.sum() < 3:
+        raise ValueError(f"need at least 3 finite points to fit a trend, got {int(keep.sum())}")
+    return x[keep], y[keep]
+
+
+@dataclass(frozen=True)
+class ExponentialTrend:
+    """log10(value) = intercept + slope * year, fitted by least squares."""
+
+    slope: float  # orders of magnitude per year
+    intercept: float
+    r2: float
+    n: int
+
+    @property
+    def doubling_time_months(self) -> float:
+        """Months for the value to double: 12 * log10(2) / slope."""
+        return 12.0 * np.log10(2.0) / self.slope
+
+    @property
+    def growth_per_year(self) -> float:
+        """Multiplicative growth per year, 10 ** slope."""
+        return 10.0**self.slope
+
+    def predict(self, years) -> np.ndarray:
+        return 10.0 ** (self.intercept + self.slope * np.asarray(years, dtype=float))
+
+
+def _least_squares(x: np.ndarray, log_y: np.ndarray) -> tuple[float, float, float]:
+    slope, intercept = np.polyfit(x, log_y, 1)
+    residual = log_y - (intercept + slope * x)
+    total = log_y - log_y.mean()
+    r2 = 1.0 - float(residual @ residual) / float(total @ total) if total.any() else 1.0
+    return float(slope), float(intercept), r2
+
+
+def fit_exponential_trend(years, values) -> ExponentialTrend:
+    """Fit values growing exponentially in time (for example FLOP against publication year).
+
+    Returns an :class:`ExponentialTrend` whose ``doubling_time_months`` is the
+    headline number. Non-finite pairs are dropped; values must be positive.
+    Used in chapters 1 and 6.
+    """
+    x, y = _clean_xy(years, values, "values")
+    return ExponentialTrend(*_least_squares(x, np.log10(y)), n=int(x.size))
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """y = coefficient * x ** exponent, fitted as a line on log-log axes."""
+
+    exponent: float
+    coefficient: float
+    r2: float
+    n: int
+
+    def predict(self, x) -> np.ndarray:
+        return self.coefficient * np.asarray(x, dtype=float) ** self.exponent
+
+
+def fit_power_law(x, y) -> PowerLaw:
+    """Fit y = a * x**b by least squares on log10(x), log10(y); both must be positive. Used in chapter 6."""
+    x, y = _clean_xy(x, y, "y")
+    if np.any(x <= 0):
+        raise ValueError("x must be positive to be fitted on a log scale")
+    slope, intercept, r2 = _least_squares(np.log10(x), np.log10(y))
+    return PowerLaw(exponent=slope, coefficient=10.0**intercept, r2=r2, n=int(x.size))
+
+
+# ---------------------------------------------------------------------------
+# Data loaders: the landmark table and Epoch AI's notable-models table
+# ---------------------------------------------------------------------------
+
+LANDMARK_FILE = "landmark_models.csv"
+EPOCH_FILE = "epoch_notable_models.csv"
+RAW_DATA_URL = "https://raw.githubusercontent.com/large-models-in-practice/large-models-in-practice/main/data/"
+"""Where the loaders read the CSVs when the package is installed without the repository's ``data/`` (Colab)."""
+
+LANDMARK_COLUMNS = (
+    "name", "year", "organization", "domain", "parameters", "active_parameters",
+    "training_flop", "flop_kind", "training_data", "source", "notes",
+)
+EPOCH_COLUMNS = (
+    "model", "domain", "domains", "organization", "publication_date", "year",
+    "parameters", "training_flop", "training_data_size", "confidence", "notes",
+)
+FLOP_KINDS = ("reported", "estimated")
+DOMAINS = ("vision", "language", "speech", "image generation", "multimodal", "games", "biology", "other")
+"""Domain labels used by both tables (lower case); Epoch's finer labels are folded into these."""
+
+
+def _data_path(filename: str):
+    """Local ``data/<filename>`` if present, else its URL in the book's repository."""
+    from .data import data_dir
+
+    path = data_dir() / filename
+    return path if path.is_file() else RAW_DATA_URL + filename
+
+
+def load_landmark_models(include_tokens: bool = False):
+    """Return the hand-checked table of about 40 landmark models (LeNet-5, 1998, to 2025) as a DataFrame.
+
+    Columns: ``name``, ``year`` (int), ``organization``, ``domain`` (one of
+    :data:`DOMAINS`), ``parameters`` (total, float; NaN if undisclosed),
+    ``active_parameters`` (parameters used per token, NaN unless the model is a
+    sparse mixture of experts), ``training_flop`` (total training compute in FLOP,
+    NaN if neither published nor estimated), ``flop_kind`` (``"reported"`` by the
+    developers or ``"estimated"`` by others, NaN where there is no figure),
+    ``training_data``, ``source`` and ``notes`` (where each number comes from).
+    With ``include_tokens=True`` a last column ``training_tokens`` gives the
+    tokens seen in pre-training where the source states them (NaN elsewhere).
+    See ``data/README.md``. Used in chapters 1, 2 and 6.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(_data_path(LANDMARK_FILE))
+    missing = [c for c in LANDMARK_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{LANDMARK_FILE} lacks the columns {missing}")
+    bad = set(table["flop_kind"].dropna()) - set(FLOP_KINDS)
+    if bad:
+        raise ValueError(f"flop_kind must be one of {FLOP_KINDS}, found {sorted(bad)}")
+    for column in ("parameters", "active_parameters", "training_flop", "training_tokens"):
+        table[column] = table[column].astype(float)
+    table["year"] = table["year"].astype(int)
+    return table[list(LANDMARK_COLUMNS) + (["training_tokens"] if include_tokens else [])]
+
+
+def _fractional_year(dates):
+    """Publication dates as fractional years: 2020-07-02 -> about 2020.5."""
+    start = dates.dt.to_period("Y").dt.start_time
+    days = 365.0 + dates.dt.is_leap_year.astype(float)
+    return dates.dt.year + (dates - start).dt.days / days
+
+
+def load_epoch_models():
+    """Return Epoch AI's "Notable AI Models" table (snapshot 2025-03, trimmed) as a DataFrame.
+
+    One row per model, with columns ``model``, ``domain`` (the main domain,
+    one of :data:`DOMAINS`), ``domains`` (Epoch's original list), ``organization``,
+    ``publication_date`` (datetime64), ``year`` (fractional year, float),
+    ``parameters``, ``training_flop`` (FLOP), ``training_data_size``
+    (datapoints, as Epoch counts them), ``confidence`` (Epoch's rating of the
+    compute figure) and ``notes`` (corrections this book made). NaN where
+    Epoch has no value. Data: Epoch AI, CC BY 4.0; credit it under every
+    figure. Used in chapters 1 and 6.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(_data_path(EPOCH_FILE), parse_dates=["publication_date"])
+    missing = [c for c in EPOCH_COLUMNS if c not in table.columns and c != "year"]
+    if missing:
+        raise ValueError(f"{EPOCH_FILE} lacks the columns {missing}")
+    table["year"] = _fractional_year(table["publication_date"]).astype(float)
+    for column in ("parameters", "training_flop", "training_data_size"):
+        table[column] = table[column].astype(float)
+    table["notes"] = table["notes"].fillna("")
+    return table[list(EPOCH_COLUMNS)]
+
+
+EPOCH_RAW_COLUMNS = {
+    "Model": "model",
+    "Domain": "domains",
+    "Organization": "organization",
+    "Publication date": "publication_date",
+    "Parameters": "parameters",
+    "Training compute (FLOP)": "training_flop",
+    "Training dataset size (datapoints)": "training_data_size",
+    "Confidence": "confidence",
+}
+"""Columns kept from Epoch AI's CSV, and the names the book gives them."""
+
+EPOCH_CORRECTIONS = {
+    ("Llama 2-7B", "parameters"): (
+        7.0e9,
+        "parameters corrected from 7e10 to 7e9 (Touvron et al. 2023, arXiv:2307.09288, Table 1)",
+    ),
+}
+"""Rows of the Epoch snapshot known to be wrong: (model, column) -> (right value, note with the source)."""
+
+
+def main_domain(domains: str) -> str:
+    """Fold Epoch's domain list (for example ``"Multimodal,Language,Vision"``) into one of :data:`DOMAINS`."""
+    if not isinstance(domains, str) or not domains.strip():
+        return "other"
+    parts = [p.strip().lower() for p in domains.split(",")]
+    if "multimodal" in parts or ("language" in parts and "vision" in parts):
+        return "multimodal"
+    for part in parts:
+        if part in DOMAINS:
+            return part
+    return "speech" if "audio" in parts else "other"
+
+
+def trim_epoch_table(raw_csv):
+    """Build ``data/epoch_notable_models.csv`` from Epoch AI's full CSV: keep the columns the book uses,
+    fold domains, apply :data:`EPOCH_CORRECTIONS` and record each in ``notes``. Returns the DataFrame."""
+    import pandas as pd
+
+    raw = pd.read_csv(raw_csv)
+    missing = [c for c in EPOCH_RAW_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ValueError(f"raw_csv lacks Epoch's columns {missing}")
+    table = raw[list(EPOCH_RAW_COLUMNS)].rename(columns=EPOCH_RAW_COLUMNS)
+    table = table.dropna(subset=["publication_date"]).reset_index(drop=True)
+    table["domain"] = table["domains"].map(main_domain)
+    table["notes"] = ""
+    for (model, column), (value, note) in EPOCH_CORRECTIONS.items():
+        rows = table["model"] == model
+        if rows.sum() != 1:
+            raise ValueError(f"correction for {model!r} matches {int(rows.sum())} rows, expected 1")
+        table.loc[rows, column] = value
+        table.loc[rows, "notes"] = note
+    return table[[c for c in EPOCH_COLUMNS if c != "year"]]

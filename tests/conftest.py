@@ -1,0 +1,81 @@
+"""Shared fixtures: run a chapter once per test session under the smoke profile and read its results."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ROOT / "chapters"
+
+
+def toc_files() -> list[str]:
+    """Every ``file:`` entry of _toc.yml (without suffix), root first."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
+
+
+def toc_notebooks() -> list[Path]:
+    """The executable chapters listed in _toc.yml, as paths to their .ipynb files."""
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").is_file()]
+
+
+@pytest.fixture(scope="session")
+def run_chapter(tmp_path_factory):
+    """Return a function that executes a chapter under ``smoke`` with papermill and returns its results JSON.
+
+    Each (chapter, parameters) pair runs once per session, in a fresh kernel,
+    with ``BOOK_ARTIFACTS_DIR`` pointed at a temporary folder.
+    """
+    import papermill
+
+    cache: dict = {}
+    workdir = tmp_path_factory.mktemp("chapters")
+
+    def run(stem: str, **parameters):
+        key = (stem, tuple(sorted(parameters.items())))
+        if key not in cache:
+            notebook = CHAPTERS / f"{stem}.ipynb"
+            tag = f"{stem}-{len(cache)}"
+            results_path = workdir / f"{tag}.json"
+            previous = {k: os.environ.get(k) for k in ("BOOK_PROFILE", "BOOK_ARTIFACTS_DIR")}
+            os.environ["BOOK_PROFILE"] = "smoke"
+            os.environ["BOOK_ARTIFACTS_DIR"] = str(workdir / f"{tag}-artifacts")
+            try:
+                papermill.execute_notebook(
+                    str(notebook), str(workdir / f"{tag}.ipynb"),
+                    parameters={"RESULTS_PATH": str(results_path), **parameters},
+                    cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
+                )
+            finally:
+                for k, v in previous.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            cache[key] = json.loads(results_path.read_text())
+        return cache[key]
+
+    return run
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that execute a chapter are slow: mark them so `make unit` and `make notebooks` can split."""
+    for item in items:
+        if "run_chapter" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebooks)

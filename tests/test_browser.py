@@ -1,0 +1,164 @@
+"""The built book in a real browser: headless Debian Chromium over a local HTTP server.
+
+Run by `make browser` (part of `make test`) against the book built under the smoke profile
+(`BOOK_HTML`, default `_build/html`). All network access except 127.0.0.1 is cut inside the browser, so
+this also proves that formulas typeset offline. A screenshot of every page goes to _build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
+
+import pytest
+from conftest import ROOT, toc_files
+
+pytestmark = pytest.mark.browser
+
+BOOK_HTML = ROOT / os.environ.get("BOOK_HTML", "_build/html")  # absolute paths win over ROOT
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+PAGES = toc_files()
+
+# Text left in the page (outside code) that means a formula was not typeset.
+RAW_MATH = ("$$", "\\(", "\\[", "\\begin{")
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (BOOK_HTML / "index.html").is_file():
+        pytest.fail(f"no built book at {BOOK_HTML}; run `make smoke-book` (or `make book`) first")
+    handler = functools.partial(_QuietHandler, directory=str(BOOK_HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make system-deps` installs them")
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager try to download a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--window-size=1280,1600", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        # Cut the network: every host but the local server fails to resolve.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _wait_for_mathjax(driver) -> None:
+    driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        if (!window.MathJax) { done(false); return; }
+        const ready = () => MathJax.startup.promise.then(() => done(true)).catch(() => done(false));
+        if (MathJax.startup && MathJax.startup.promise) { ready(); } else { setTimeout(ready, 500); }
+        """
+    )
+
+
+PROSE_TEXT = """
+const article = document.querySelector('article') || document.body;
+const copy = article.cloneNode(true);
+copy.querySelectorAll('pre, code, script, style, mjx-container, .highlight').forEach(e => e.remove());
+return copy.innerText;
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders(server, browser, page):
+    browser.get_log("browser")  # drop messages from earlier pages
+    browser.get(urljoin(server, f"{page}.html"))
+    _wait_for_mathjax(browser)
+
+    math_nodes = browser.execute_script("return document.querySelectorAll('.math, div.math, span.math').length")
+    typeset = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+    errors = browser.execute_script("return document.querySelectorAll('mjx-merror').length")
+    assert typeset >= math_nodes, f"{page}: {math_nodes} formulas but only {typeset} typeset"
+    assert errors == 0, f"{page}: {errors} formulas failed to typeset"
+    prose = browser.execute_script(PROSE_TEXT)
+    leftovers = [token for token in RAW_MATH if token in prose]
+    assert not leftovers, f"{page}: raw math left in the text: {leftovers}"
+
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+    )
+    assert not broken, f"{page}: images that did not load: {broken}"
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return Math.min(document.body.scrollHeight, 12000)")
+    browser.set_window_size(1280, max(height, 800))
+    browser.save_screenshot(str(SCREENSHOTS / f"{page.replace('/', '__')}.png"))
+    browser.set_window_size(1280, 1600)
+
+    console = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not console, f"{page}: console errors: {[e['message'] for e in console]}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_internal_links_resolve(page):
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.hrefs, self.ids = [], set()
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if attrs.get("id"):
+                self.ids.add(attrs["id"])
+            if tag == "a" and attrs.get("href"):
+                self.hrefs.append(attrs["href"])
+
+    source = BOOK_HTML / f"{page}.html"
+    parser = Links()
+    parser.feed(source.read_text())
+    missing = []
+    for href in parser.hrefs:
+        url = urlparse(href)
+        if url.scheme or href.startswith(("//", "mailto:", "javascript:")):
+            continue
+        target = source if not url.path else (source.parent / unquote(url.path)).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.exists():
+            missing.append(href)
+        elif url.fragment and target == source and url.fragment not in parser.ids:
+            missing.append(href)
+    assert not missing, f"{page}: links to nothing: {missing}"
+
+
+def test_search_finds_a_known_term(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(urljoin(server, "search.html?q=Fashion-MNIST"))
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#search-results ul.search li"))
+    hits = browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li a")
+    assert any("running" in (a.get_attribute("href") or "") for a in hits), "search did not find 'Fashion-MNIST'"
