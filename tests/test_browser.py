@@ -109,6 +109,12 @@ def test_page_renders(server, browser, page):
         "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
     )
     assert not broken, f"{page}: images that did not load: {broken}"
+    unlabelled = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output img, figure img'))"
+        ".filter(i => !(i.getAttribute('alt') || '').trim() && !(i.closest('figure') || {}).querySelector?.('figcaption'))"
+        ".map(i => i.src)"
+    )
+    assert not unlabelled, f"{page}: figures without alt text: {unlabelled}"
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = browser.execute_script("return Math.min(document.body.scrollHeight, 12000)")

@@ -74,3 +74,13 @@ def test_chapter_contract(path):
 def test_no_tf_keras_in_package():
     for path in (ROOT / "bigmodel_utils").glob("*.py"):
         assert "tf.keras" not in path.read_text(), f"{path.name} uses tf.keras; use Keras 3 (import keras)"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=[p.stem for p in toc_notebooks()])
+def test_every_figure_has_alt_text_or_caption(path):
+    for index, cell in enumerate(code_cells(path)):
+        if "plt.show()" not in cell.source:
+            continue
+        meta = cell.metadata.get("mystnb", {})
+        described = meta.get("image", {}).get("alt") or meta.get("figure", {}).get("caption")
+        assert described, f"{path.name} code cell {index} draws a figure without alt text or caption (mystnb metadata)"
