@@ -226,3 +226,17 @@ def artifact_dir(name: str) -> Path:
     path = root / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def glue(name: str, value: Any, display: bool = False) -> Any:
+    """Store ``value`` under ``name`` for the book's prose ({glue:text}`name`) and return it.
+
+    Jupyter Book's ``myst_nb.glue`` does the work when it is installed (``make book``); in Colab, where
+    myst-nb is absent and nothing renders the prose, it does nothing, so chapters need not install Sphinx.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    myst_glue(name, value, display=display)
+    return value

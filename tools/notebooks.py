@@ -5,7 +5,8 @@
 
 Committed notebooks carry no outputs and no execution counts, except the
 outputs of cells marked ``# NBVAL_CHECK_OUTPUT``: those are the expected
-values that ``pytest --nbval-lax`` compares against a fresh run. Only mark
+values that ``pytest --nbval-lax`` compares against a fresh run (numbered
+1, 2, 3, ... because nbval needs an execution count on a reference cell). Only mark
 cells whose output does not depend on the run profile or the machine.
 """
 
@@ -27,16 +28,24 @@ def is_checked(cell) -> bool:
 
 
 def clean(nb, keep_checked: bool = True):
-    """Drop outputs (except checked cells'), execution counts and volatile metadata, in place."""
+    """Drop outputs (except checked cells'), execution counts and volatile metadata, in place.
+
+    nbval refuses a reference cell that has outputs but no execution count, so the checked cells are
+    numbered 1, 2, 3, ... in order; every other cell has none.
+    """
+    number = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
-        if not (keep_checked and is_checked(cell)):
+        keep = keep_checked and is_checked(cell) and bool(cell.outputs)
+        if keep:
+            number += 1
+        cell.execution_count = number if keep else None
+        if not keep:
             cell.outputs = []
         for output in cell.get("outputs", []):
             if "execution_count" in output:
-                output["execution_count"] = None
+                output["execution_count"] = cell.execution_count
         for key in ("execution", "collapsed", "scrolled"):
             cell.metadata.pop(key, None)
     nb.metadata.pop("papermill", None)
