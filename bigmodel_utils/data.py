@@ -99,6 +99,37 @@ def data_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent.parent / "data"
 
 
+def book_file(filename: str, sha256: str) -> Path:
+    """Return the path of ``data/<filename>``, downloading it from the book's repository if it is absent.
+
+    In Colab the package is installed from git without ``data/``; the file is then fetched from the
+    repository's ``main`` branch into the Keras cache, checked against ``sha256``, and the download is
+    announced. A file that does not match is never used. Used in chapters 1, 2 and 6.
+    """
+    local = data_dir() / filename
+    if local.is_file():
+        return local
+    from urllib.request import urlopen
+
+    from .runtime import REPOSITORY_URL
+
+    url = REPOSITORY_URL.replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/main/data/{filename}"
+    target = keras_cache_dir() / "large-models-in-practice" / filename
+    if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256):
+        try:
+            with urlopen(url, timeout=30) as response:
+                payload = response.read()
+        except OSError as error:
+            message = f"{filename} is not in {data_dir()} and {url} could not be read: {error}"
+            raise DataUnavailableError(message) from error
+        if hashlib.sha256(payload).hexdigest() != sha256:
+            raise DataUnavailableError(f"{url} does not match the SHA-256 this version of the book expects")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(payload)
+        print(f"Downloaded {filename} from the book's repository (SHA-256 verified) to {target}")
+    return target
+
+
 def keras_cache_dir() -> Path:
     """Return the folder where Keras keeps downloaded datasets (``$KERAS_HOME/datasets``)."""
     home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))

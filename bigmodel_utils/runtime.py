@@ -25,6 +25,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+REPOSITORY_URL = "https://github.com/large-models-in-practice/large-models-in-practice"
+"""The book's repository; must equal ``repository.url`` in _config.yml (tests/test_hygiene.py checks)."""
+
 PROFILES = ("smoke", "quick", "full", "auto")
 """Valid values of ``BOOK_PROFILE``."""
 
@@ -228,8 +231,10 @@ def artifact_dir(name: str) -> Path:
     return path
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Store ``value`` under ``name`` for the book's prose ({glue:text}`name`) and return it.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for the book's prose ({glue:text}`name`).
+
+    Returns None, so a cell that ends with a glue call shows no extra output.
 
     Jupyter Book's ``myst_nb.glue`` does the work when it is installed (``make book``); in Colab, where
     myst-nb is absent and nothing renders the prose, it does nothing, so chapters need not install Sphinx.
@@ -237,6 +242,6 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
-        return value
+        return None
     myst_glue(name, value, display=display)
-    return value
+    return None

@@ -68,6 +68,30 @@ def fit_exponential_trend(years, values) -> ExponentialTrend:
     return ExponentialTrend(*_least_squares(x, np.log10(y)), n=int(x.size))
 
 
+def bootstrap_doubling_time(years, values, num_samples: int = 1000, seed: int = 0, level: float = 0.95):
+    """Confidence interval of the doubling time (months) by refitting on resampled points.
+
+    Draws ``num_samples`` samples of the (year, value) pairs with replacement,
+    fits :func:`fit_exponential_trend` to each and returns the
+    ``(low, high)`` percentiles for the confidence ``level``. Used in chapter 1.
+    """
+    x, y = _clean_xy(years, values, "values")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
+        raise ValueError(f"num_samples must be an integer of at least 10, got {num_samples!r}")
+    if not 0.5 <= level < 1.0:
+        raise ValueError(f"level must be in [0.5, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    months = []
+    for _ in range(num_samples):
+        pick = rng.integers(0, x.size, x.size)
+        if np.ptp(x[pick]) > 0:
+            slope = _least_squares(x[pick], np.log10(y[pick]))[0]
+            months.append(12.0 * np.log10(2.0) / slope)
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(months, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class PowerLaw:
     """y = coefficient * x ** exponent, fitted as a line on log-log axes."""
@@ -96,8 +120,11 @@ def fit_power_law(x, y) -> PowerLaw:
 
 LANDMARK_FILE = "landmark_models.csv"
 EPOCH_FILE = "epoch_notable_models.csv"
-RAW_DATA_URL = "https://raw.githubusercontent.com/large-models-in-practice/large-models-in-practice/main/data/"
-"""Where the loaders read the CSVs when the package is installed without the repository's ``data/`` (Colab)."""
+DATA_SHA256 = {
+    LANDMARK_FILE: "f78921c88ec7a184d53701c7db200ae821a616e83b30fbc7e3c5fa19f3468684",
+    EPOCH_FILE: "a5af4653d1c13d463952880b29190ad514842e7f5b4a3dabbfac4d32aad07a6c",
+}
+"""SHA-256 of the bundled CSVs: a copy downloaded in Colab (no ``data/`` there) must match."""
 
 LANDMARK_COLUMNS = (
     "name", "year", "organization", "domain", "parameters", "active_parameters",
@@ -113,11 +140,10 @@ DOMAINS = ("vision", "language", "speech", "image generation", "multimodal", "ga
 
 
 def _data_path(filename: str):
-    """Local ``data/<filename>`` if present, else its URL in the book's repository."""
-    from .data import data_dir
+    """Local ``data/<filename>`` if present, else a verified download from the book's repository."""
+    from .data import book_file
 
-    path = data_dir() / filename
-    return path if path.is_file() else RAW_DATA_URL + filename
+    return book_file(filename, DATA_SHA256[filename])
 
 
 def load_landmark_models(include_tokens: bool = False):
@@ -210,7 +236,7 @@ def main_domain(domains: str) -> str:
     if "multimodal" in parts or ("language" in parts and "vision" in parts):
         return "multimodal"
     for part in parts:
-        if part in DOMAINS:
+        if part in DOMAINS and part != "other":
             return part
     return "speech" if "audio" in parts else "other"
 
@@ -235,3 +261,48 @@ def trim_epoch_table(raw_csv):
         table.loc[rows, column] = value
         table.loc[rows, "notes"] = note
     return table[[c for c in EPOCH_COLUMNS if c != "year"]]
+
+
+EPOCH_NAMES = {
+    "LeNet-5": "LeNet-5", "AlexNet": "AlexNet", "VGG-16": "VGG16",
+    "GoogLeNet (Inception v1)": "GoogLeNet / InceptionV1",
+    "Seq2Seq LSTM": "Seq2Seq LSTM", "ResNet-152": "ResNet-152 (ImageNet)", "Transformer (big)": "Transformer",
+    "BERT-Large": "BERT-Large", "GPT-2 (1.5B)": "GPT-2 (1.5B)", "Megatron-LM (8.3B)": "Megatron-LM (8.3B)",
+    "T5-11B": "T5-11B", "GPT-3 (175B)": "GPT-3 175B (davinci)", "ViT-H/14": "ViT-Huge/14", "Switch-C": "Switch",
+    "DALL-E": "DALL-E", "CLIP (ViT-L/14@336px)": "CLIP (ViT L/14@336px)",
+    "Megatron-Turing NLG 530B": "Megatron-Turing NLG 530B", "Gopher": "Gopher (280B)", "Chinchilla": "Chinchilla",
+    "PaLM (540B)": "PaLM (540B)", "OPT-175B": "OPT-175B", "BLOOM (176B)": "BLOOM-176B",
+    "Stable Diffusion v1": "Stable Diffusion (LDM-KL-8-G)", "Whisper large": "Whisper", "ViT-22B": "ViT-22B",
+    "LLaMA-65B": "LLaMA-65B", "GPT-4": "GPT-4", "Llama 2 70B": "Llama 2-70B", "Falcon-180B": "Falcon-180B",
+    "Mixtral 8x7B": "Mixtral 8x7B", "Llama 3.1 405B": "Llama 3.1-405B", "Qwen2.5-72B": "Qwen2.5-72B",
+    "DeepSeek-V3": "DeepSeek-V3",
+}
+"""Landmark name -> the same model's name in Epoch AI's table (models after March 2025 are not in it)."""
+
+
+def compare_with_epoch(landmarks, epoch):
+    """Line up each landmark model with its row in Epoch AI's table.
+
+    Returns a DataFrame indexed by landmark name with the parameters and
+    training FLOP from both tables and their ratios (landmark / Epoch); a ratio
+    far from 1 is a disagreement the landmark table's ``notes`` should explain.
+    Used in chapter 1.
+    """
+    import pandas as pd
+
+    epoch_rows = epoch.drop_duplicates("model").set_index("model")
+    rows = []
+    for name, epoch_name in EPOCH_NAMES.items():
+        if name not in set(landmarks["name"]) or epoch_name not in epoch_rows.index:
+            continue
+        mine = landmarks.loc[landmarks["name"] == name].iloc[0]
+        theirs = epoch_rows.loc[epoch_name]
+        rows.append({
+            "name": name, "epoch_model": epoch_name,
+            "parameters": mine["parameters"], "epoch_parameters": theirs["parameters"],
+            "training_flop": mine["training_flop"], "epoch_training_flop": theirs["training_flop"],
+        })
+    table = pd.DataFrame(rows).set_index("name")
+    table["parameter_ratio"] = table["parameters"] / table["epoch_parameters"]
+    table["flop_ratio"] = table["training_flop"] / table["epoch_training_flop"]
+    return table

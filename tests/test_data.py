@@ -114,3 +114,29 @@ def test_tf_pipeline_matches_numpy_path(subset):
     np.testing.assert_allclose(x, data.prepare_images(subset.x_train[:10], 32, 3), atol=1e-5)
     with pytest.raises(ValueError, match="batch_size"):
         data.make_tf_dataset(subset.x_train[:10], subset.y_train[:10], batch_size=0)
+
+
+def test_book_files_match_their_recorded_hashes_and_download_is_verified(monkeypatch, tmp_path):
+    import hashlib
+    import io
+
+    from bigmodel_utils import trends
+
+    filename, expected = trends.LANDMARK_FILE, trends.DATA_SHA256[trends.LANDMARK_FILE]
+    for name, digest in trends.DATA_SHA256.items():
+        assert hashlib.sha256((data.data_dir() / name).read_bytes()).hexdigest() == digest, name
+    good = (data.data_dir() / filename).read_bytes()
+    # Without data/ (as in Colab) the file is downloaded; a payload that does not match is refused.
+    monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path / "absent"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    requested = []
+
+    def fake_urlopen(payload):
+        return lambda url, timeout: requested.append(url) or io.BytesIO(payload)
+
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen(b"tampered"))
+    with pytest.raises(data.DataUnavailableError, match="SHA-256"):
+        data.book_file(filename, expected)
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen(good))
+    assert data.book_file(filename, expected).read_bytes() == good
+    assert requested[-1].startswith("https://raw.githubusercontent.com/") and requested[-1].endswith(filename)

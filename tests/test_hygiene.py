@@ -78,6 +78,12 @@ def test_chapter_contract(path):
     assert "tf.keras" not in "".join(c.source for c in code_cells(path)), f"{path.name} uses tf.keras"
 
 
+def test_repository_url_is_set_once():
+    from bigmodel_utils import runtime
+
+    assert runtime.REPOSITORY_URL == REPO_URL, "runtime.REPOSITORY_URL must equal repository.url in _config.yml"
+
+
 def test_no_tf_keras_in_package():
     for path in (ROOT / "bigmodel_utils").glob("*.py"):
         assert "tf.keras" not in path.read_text(), f"{path.name} uses tf.keras; use Keras 3 (import keras)"
