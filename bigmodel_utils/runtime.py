@@ -234,7 +234,9 @@ def artifact_dir(name: str) -> Path:
 def glue(name: str, value: Any, display: bool = False) -> None:
     """Store ``value`` under ``name`` for the book's prose ({glue:text}`name`).
 
-    Returns None, so a cell that ends with a glue call shows no extra output.
+    Returns None, so a cell that ends with a glue call shows no extra output. NumPy scalars are
+    turned into plain Python numbers first: myst-nb formats ``{glue:text}`x:.1f``` from the stored
+    text, and ``np.float64(0.5)`` would not parse as a number.
 
     Jupyter Book's ``myst_nb.glue`` does the work when it is installed (``make book``); in Colab, where
     myst-nb is absent and nothing renders the prose, it does nothing, so chapters need not install Sphinx.
@@ -243,5 +245,7 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         from myst_nb import glue as myst_glue
     except ImportError:
         return None
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     myst_glue(name, value, display=display)
     return None

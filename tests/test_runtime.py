@@ -89,3 +89,14 @@ def test_artifact_dir_uses_environment_and_rejects_paths(tmp_path, monkeypatch):
     assert runtime.artifact_dir("04_cnn") == tmp_path / "04_cnn" and (tmp_path / "04_cnn").is_dir()
     with pytest.raises(ValueError, match="name"):
         runtime.artifact_dir("../escape")
+
+
+def test_glue_stores_plain_python_numbers(monkeypatch):
+    import myst_nb
+
+    stored = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: stored.update({name: value}))
+    assert runtime.glue("share", np.float64(99.5)) is None
+    assert type(stored["share"]) is float and stored["share"] == 99.5
+    runtime.glue("count", np.int64(3))
+    assert type(stored["count"]) is int
