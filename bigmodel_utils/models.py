@@ -1,0 +1,158 @@
+"""Model builders shared by chapters 2, 4, 5 and 6, in backend-agnostic Keras 3.
+
+``build_classic_cnn`` is the model most introductions show (and its problems);
+``build_improved_cnn`` is the book's better model for the same data.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+CLASSIC_FILTERS = (32, 64, 128)
+
+
+def classic_min_image_size(num_blocks: int = len(CLASSIC_FILTERS)) -> int:
+    """Smallest square input the classic CNN takes: each block is a 3x3 'valid' conv then 2x2 pooling."""
+    size = 1
+    for _ in range(num_blocks):
+        size = 2 * size + 2  # invert floor((s - 2) / 2) >= size
+    return size
+
+
+def _check_input_shape(input_shape, min_size: int) -> tuple[int, int, int]:
+    if len(tuple(input_shape)) != 3 or any(
+        isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape
+    ):
+        raise ValueError(f"input_shape must be three positive integers (height, width, channels), got {input_shape!r}")
+    height, width, channels = input_shape
+    if min(height, width) < min_size:
+        raise ValueError(
+            f"image size {height}x{width} is too small for this model: it needs at least {min_size}x{min_size}"
+        )
+    return tuple(input_shape)
+
+
+def _check_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+    return num_classes
+
+
+def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: str = "classic_cnn") -> keras.Model:
+    """The introductory CNN: Conv2D 32/64/128 (3x3, ReLU) each with 2x2 max-pooling, Flatten, Dense 512, Dense.
+
+    With the default 224x224x3 input it has 44,401,226 parameters, 99.8% of
+    them in the Dense 512 layer behind Flatten. The output layer is float32
+    so the model also trains under mixed precision. Used in chapters 2 and 4.
+    """
+    input_shape = _check_input_shape(input_shape, classic_min_image_size())
+    num_classes = _check_classes(num_classes)
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=input_shape))
+    for filters in CLASSIC_FILTERS:
+        model.add(layers.Conv2D(filters, 3, activation="relu"))
+        model.add(layers.MaxPooling2D(2))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(512, activation="relu"))
+    model.add(layers.Dense(num_classes, activation="softmax", dtype="float32"))
+    return model
+
+
+def build_improved_cnn(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    width: int = 32,
+    dense_units: int = 128,
+    dropout: float = 0.3,
+    name: str = "improved_cnn",
+) -> keras.Model:
+    """A compact CNN: three stages of two 3x3 conv + batch norm + ReLU, global average pooling, dropout.
+
+    ``width`` is the number of filters in the first stage (doubled in each
+    later stage), which chapter 6 varies for its scaling experiment;
+    ``dense_units=0`` drops the hidden dense layer. Batch normalisation uses
+    momentum 0.9, so its test-time statistics are usable after a few hundred
+    steps. The output layer is float32 for mixed precision. Used in chapters
+    4, 5 and 6.
+    """
+    input_shape = _check_input_shape(input_shape, 8)
+    num_classes = _check_classes(num_classes)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    if isinstance(dense_units, bool) or not isinstance(dense_units, int) or dense_units < 0:
+        raise ValueError(f"dense_units must be a non-negative integer (0: no hidden dense layer), got {dense_units!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for stage in range(3):
+        filters = width * 2**stage
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            # momentum 0.9 instead of Keras's 0.99: the moving statistics used at test time settle
+            # within one short epoch, so a few-epoch CPU run is evaluated with sensible statistics.
+            x = layers.BatchNormalization(momentum=0.9)(x)
+            x = layers.Activation("relu")(x)
+        if stage < 2:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    if dense_units:
+        x = layers.Dense(dense_units, activation="relu")(x)
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def parameter_table(model: keras.Model) -> list[dict]:
+    """One row per layer with parameters: name, kind, output shape, parameter count and share of the total.
+
+    Used in chapter 4 to show where the classic model's parameters sit.
+    """
+    total = model.count_params()
+    rows = []
+    for layer in model.layers:
+        count = layer.count_params()
+        if count:
+            rows.append({
+                "layer": layer.name, "kind": type(layer).__name__,
+                "output_shape": tuple(layer.output.shape[1:]), "parameters": count, "share": count / total,
+            })
+    return rows
+
+
+def memory_estimate(model: keras.Model, batch_size: int, bytes_per_value: int = 4,
+                    optimizer_slots: int = 2) -> dict[str, float]:
+    """Estimate training memory in MiB: weights, gradients, optimizer state and one batch of layer outputs.
+
+    Adam keeps ``optimizer_slots=2`` numbers per weight (first and second
+    moments). Activations count every layer's output once for a batch of
+    ``batch_size``, which is what backpropagation has to keep; frameworks add
+    workspace on top, so treat the result as a lower bound. Used in chapter 4.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    mib = 1024**2
+    params = model.count_params()
+    outputs = 0
+    for layer in model.layers:
+        shape = layer.output.shape[1:]
+        outputs += int(_prod(shape))
+    weights = params * 4 / mib  # weights stay float32 even under mixed precision
+    estimate = {
+        "weights_mib": weights,
+        "gradients_mib": weights,
+        "optimizer_mib": optimizer_slots * weights,
+        "activations_mib": outputs * batch_size * bytes_per_value / mib,
+    }
+    estimate["total_mib"] = sum(estimate.values())
+    return estimate
+
+
+def _prod(shape) -> int:
+    """Product of a shape's dimensions (1 for a scalar shape)."""
+    result = 1
+    for dim in shape:
+        result *= int(dim)
+    return result
