@@ -11,6 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
+EXECUTED = ROOT / "_build" / "executed"
+"""Executed copies of the chapters (default parameters), which tools/build_smoke_book.py renders."""
 
 
 def toc_files() -> list[str]:
@@ -69,9 +71,24 @@ def run_chapter(tmp_path_factory):
                     else:
                         os.environ[k] = v
             cache[key] = json.loads(results_path.read_text())
+            if not parameters:
+                _keep_executed_copy(workdir / f"{tag}.ipynb", EXECUTED / notebook.relative_to(ROOT))
         return cache[key]
 
     return run
+
+
+def _keep_executed_copy(executed: Path, target: Path) -> None:
+    """Save an executed chapter for the smoke book, hiding papermill's injected-parameters cell."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,0 +1,82 @@
+"""Build the book under the smoke profile into _build/smoke, for the browser test.
+
+`make test` has already executed every chapter under smoke with papermill (`make notebooks`, which saves
+the executed notebooks under _build/executed/). When those are complete and newer than their sources,
+this script renders them as they are (execution off) instead of running every chapter a third time;
+otherwise it builds normally, executing each chapter under smoke. Warnings are errors either way.
+
+    python tools/build_smoke_book.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTED = ROOT / "_build" / "executed"
+SOURCE_COPY = ROOT / "_build" / "smoke-src"
+OUTPUT = ROOT / "_build" / "smoke"
+BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "running.md", "references.bib", "logo.svg")
+BOOK_DIRS = ("_ext", "_vendor", "chapters")
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            files.extend([entry["file"]] if "file" in entry else [])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    return files
+
+
+def executed_copies_are_fresh() -> bool:
+    notebooks = [f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").is_file()]
+    newest_code = max(p.stat().st_mtime for p in (ROOT / "bigmodel_utils").glob("*.py"))
+    for name in notebooks:
+        copy = EXECUTED / name
+        if not copy.is_file():
+            return False
+        if copy.stat().st_mtime < max((ROOT / name).stat().st_mtime, newest_code):
+            return False
+    return True
+
+
+def jupyter_book(source: Path) -> int:
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--builder", "html",
+               "-W", "-n", "--keep-going", "--path-output", str(OUTPUT)]
+    return subprocess.call(command, env={**os.environ, "BOOK_PROFILE": "smoke"})
+
+
+def main() -> int:
+    if not executed_copies_are_fresh():
+        print("build_smoke_book: no fresh executed chapters in _build/executed; executing every chapter (smoke)")
+        return jupyter_book(ROOT)
+    print("build_smoke_book: rendering the chapters `make notebooks` executed (_build/executed), execution off")
+    shutil.rmtree(SOURCE_COPY, ignore_errors=True)
+    SOURCE_COPY.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(ROOT / name, SOURCE_COPY / name)
+    for name in BOOK_DIRS:
+        shutil.copytree(ROOT / name, SOURCE_COPY / name)
+    for notebook in EXECUTED.rglob("*.ipynb"):
+        shutil.copy2(notebook, SOURCE_COPY / notebook.relative_to(EXECUTED))
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (SOURCE_COPY / "_config.yml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+    return jupyter_book(SOURCE_COPY)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
