@@ -278,12 +278,6 @@ class NumpyBatches(keras.utils.PyDataset):
             self.rng.shuffle(self.order)
 
 
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
 def make_pipeline(
     images: np.ndarray,
     labels: np.ndarray,
@@ -305,33 +299,16 @@ def make_pipeline(
     pipeline's ``map``, and prefetch the next batches while the model trains.
     Otherwise it is a :class:`NumpyBatches` sequence doing the same in NumPy.
     """
-    batch_size = _check_batch_size(batch_size)
+    batch_size = data_module.check_batch_size(batch_size)
     image_size = data_module.check_image_size(image_size)
     if len(images) != len(labels):
         raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
     if not tensorflow_available():
         return NumpyBatches(images, labels, batch_size, image_size, channels, shuffle, augment, seed)
-    import tensorflow as tf
-
-    def preprocess(x, y):
-        x = tf.cast(x, tf.float32) / 255.0
-        if x.shape.rank == 3:
-            x = x[..., None]
-        if image_size is not None and tuple(x.shape[1:3]) != (image_size, image_size):
-            x = tf.image.resize(x, (image_size, image_size))
-        if channels is not None and x.shape[-1] != channels:
-            x = tf.repeat(x, channels, axis=-1) if x.shape[-1] == 1 else tf.reduce_mean(x, -1, keepdims=True)
-        if augment is not None:
-            x = augment(x, training=True)
-        return x, y
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if cache:
-        ds = ds.cache()  # raw uint8: 60,000 Fashion-MNIST images take 47 MB
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+    return data_module.make_tf_dataset(
+        images, labels, batch_size, image_size=image_size, channels=channels, shuffle=shuffle, seed=seed,
+        cache=cache, augment=augment, prefetch=prefetch,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -666,7 +643,7 @@ def measure_throughput(
                                        steps_per_execution=setup.steps_per_execution)
         if setup.pipeline == "numpy":
             x = data_module.prepare_images(images, image_size, channels)
-            fit_args = {"x": x, "y": np.asarray(labels), "batch_size": _check_batch_size(setup.batch_size)}
+            fit_args = {"x": x, "y": np.asarray(labels), "batch_size": data_module.check_batch_size(setup.batch_size)}
         else:
             fit_args = {"x": make_pipeline(images, labels, setup.batch_size, image_size=image_size,
                                            channels=channels, shuffle=True)}
@@ -750,7 +727,7 @@ def predict(model: keras.Model, images, class_names: Sequence[str] | None = None
     Used in chapter 4 (the "apply" step) and by the command line.
     """
     x = check_images(images, _expected_shape(model))
-    probabilities = np.asarray(model.predict(x, batch_size=_check_batch_size(batch_size), verbose=0),
+    probabilities = np.asarray(model.predict(x, batch_size=data_module.check_batch_size(batch_size), verbose=0),
                                dtype=np.float32)
     labels = probabilities.argmax(axis=-1)
     names = None if class_names is None else [class_names[i] for i in labels]
