@@ -41,7 +41,7 @@ notebooks: $(STAMP)
 nbval: $(STAMP)
 	BOOK_PROFILE=smoke BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/nbval-artifacts \
 	  $(BIN)/pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q \
-	  $$($(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from conftest import toc_notebooks; print(' '.join(str(p) for p in toc_notebooks()))")
+	  $$($(BIN)/python tools/book.py)
 
 # The browser test reads a book built under the smoke profile into its own folder (and cache), so it
 # never mixes with the quick-profile book of `make book`. It renders the chapters `make notebooks` just

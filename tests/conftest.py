@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from book import toc_files, toc_notebooks  # noqa: E402,F401  (re-exported for the tests)
+
 CHAPTERS = ROOT / "chapters"
 EXECUTED = ROOT / "_build" / "executed"
 """Executed copies of the chapters (default parameters), which tools/build_smoke_book.py renders."""
-
-
-def toc_files() -> list[str]:
-    """Every ``file:`` entry of _toc.yml (without suffix), root first."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return files
-
-
-def toc_notebooks() -> list[Path]:
-    """The executable chapters listed in _toc.yml, as paths to their .ipynb files."""
-    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").is_file()]
 
 
 @pytest.fixture(scope="session")

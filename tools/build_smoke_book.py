@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from book import ROOT, toc_notebooks
 
-ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = ROOT / "_build" / "executed"
 SOURCE_COPY = ROOT / "_build" / "smoke-src"
 OUTPUT = ROOT / "_build" / "smoke"
@@ -26,29 +26,11 @@ BOOK_FILES = ("_config.yml", "_toc.yml", "intro.md", "running.md", "references.b
 BOOK_DIRS = ("_ext", "_vendor", "chapters")
 
 
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            files.extend([entry["file"]] if "file" in entry else [])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return files
-
-
 def executed_copies_are_fresh() -> bool:
-    notebooks = [f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").is_file()]
     newest_code = max(p.stat().st_mtime for p in (ROOT / "bigmodel_utils").glob("*.py"))
-    for name in notebooks:
-        copy = EXECUTED / name
-        if not copy.is_file():
-            return False
-        if copy.stat().st_mtime < max((ROOT / name).stat().st_mtime, newest_code):
+    for notebook in toc_notebooks():
+        copy = EXECUTED / notebook.relative_to(ROOT)
+        if not copy.is_file() or copy.stat().st_mtime < max(notebook.stat().st_mtime, newest_code):
             return False
     return True
 
