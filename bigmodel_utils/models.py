@@ -122,29 +122,28 @@ def parameter_table(model: keras.Model) -> list[dict]:
     return rows
 
 
-def memory_estimate(model: keras.Model, batch_size: int, bytes_per_value: int = 4,
-                    optimizer_slots: int = 2) -> dict[str, float]:
+def memory_estimate(model: keras.Model, batch_size: int, activation_dtype: str = "float32",
+                    optimizer: str = "adam") -> dict[str, float]:
     """Estimate training memory in MiB: weights, gradients, optimizer state and one batch of layer outputs.
 
-    Adam keeps ``optimizer_slots=2`` numbers per weight (first and second
-    moments). Activations count every layer's output once for a batch of
-    ``batch_size``, which is what backpropagation has to keep; frameworks add
-    workspace on top, so treat the result as a lower bound. Used in chapter 4.
+    The state comes from :func:`bigmodel_utils.scaling.training_memory` (float32 weights, which Keras keeps
+    even under mixed precision, and the optimizer's slots: two for Adam), the activations from
+    :func:`bigmodel_utils.scaling.activation_memory`, counting every layer's output once for a batch of
+    ``batch_size``, which is what backpropagation has to keep. Frameworks add workspace on top, so treat
+    the result as a lower bound. Used in chapter 4.
     """
+    from . import scaling
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     mib = 1024**2
-    params = model.count_params()
-    outputs = 0
-    for layer in model.layers:
-        shape = layer.output.shape[1:]
-        outputs += int(_prod(shape))
-    weights = params * 4 / mib  # weights stay float32 even under mixed precision
+    state = scaling.training_memory(model.count_params(), weights="float32", optimizer=optimizer)
+    outputs = sum(_prod(layer.output.shape[1:]) for layer in model.layers)
     estimate = {
-        "weights_mib": weights,
-        "gradients_mib": weights,
-        "optimizer_mib": optimizer_slots * weights,
-        "activations_mib": outputs * batch_size * bytes_per_value / mib,
+        "weights_mib": state.weights / mib,
+        "gradients_mib": state.gradients / mib,
+        "optimizer_mib": state.optimizer_state / mib,
+        "activations_mib": scaling.activation_memory(outputs, batch_size, activation_dtype) / mib,
     }
     estimate["total_mib"] = sum(estimate.values())
     return estimate

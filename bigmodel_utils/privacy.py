@@ -393,8 +393,8 @@ def build_dp_classifier(input_shape=(28, 28, 1), num_classes: int = 10, width: i
                         name: str = "dp_cnn") -> keras.Model:
     """A small CNN suited to DP-SGD: no batch normalisation (it mixes examples) and tanh activations.
 
-    Two strided 3x3 convolutions (``width`` and ``2 * width`` filters), global
-    average pooling and a softmax layer. Bounded activations such as tanh keep
+    Two strided 3x3 convolutions (``width`` and ``2 * width`` filters), whose
+    feature maps are flattened into a softmax layer. Bounded activations such as tanh keep
     gradients small, so clipping removes less signal (Papernot et al. 2021).
     Used in chapter 6.
     """
