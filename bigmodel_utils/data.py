@@ -8,7 +8,7 @@ in Debian's ``dataset-fashion-mnist`` files, in the subset bundled under
 the SHA-256 of the original arrays, so a corrupt or different file is never
 used silently.
 
-Used in chapters 3, 4, 5 and 6.
+Used in chapters 3, 4, 5 and 8.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def book_file(filename: str, sha256: str) -> Path:
 
     In Colab the package is installed from git without ``data/``; the file is then fetched from the
     repository's ``main`` branch into the Keras cache, checked against ``sha256``, and the download is
-    announced. A file that does not match is never used. Used in chapters 1, 2 and 6.
+    announced. A file that does not match is never used. Used in chapters 1, 2 and 8.
     """
     local = data_dir() / filename
     if local.is_file():
@@ -384,7 +384,7 @@ def make_tf_dataset(
     224x224x3 in float32 would need 36 GB, while resizing a batch on the fly
     is cheap. ``augment`` (a Keras layer) runs in the pipeline's ``map``, outside
     the model, so it cannot switch XLA off for the model. Returns a dataset of
-    (float32 images (B, S, S, C), int labels (B,)). Used in chapters 4, 5 and 6.
+    (float32 images (B, S, S, C), int labels (B,)). Used in chapters 4, 5 and 8.
     """
     import tensorflow as tf
 

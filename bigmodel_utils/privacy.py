@@ -20,7 +20,7 @@ the loss-threshold attack of Yeom et al. (2018) that shows why this matters.
 Per-example gradients need the backend's autodiff: TensorFlow
 (``tf.vectorized_map`` over a ``GradientTape``) and JAX (``jax.vmap`` of
 ``jax.grad`` over ``model.stateless_call``) are supported; everything else
-here is backend-agnostic ``keras.ops``. Used in chapter 6.
+here is backend-agnostic ``keras.ops``. Used in chapter 8.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def train_dp_sgd(
     batch size, as in Abadi et al. (2016). ``optimizer`` defaults to SGD with
     momentum 0.9 and learning rate 0.5 (DP-SGD's noise favours large
     batches and large steps). ``noise_multiplier=0`` trains with clipping
-    only and no privacy guarantee. Used in chapter 6.
+    only and no privacy guarantee. Used in chapter 8.
     """
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y)
@@ -314,7 +314,7 @@ def dp_sgd_epsilon(noise_multiplier: float, sampling_probability: float, steps: 
     Uses Google's maintained ``dp-accounting`` library: ``accountant="rdp"``
     (Renyi DP, Mironov 2017; the usual choice) or ``"pld"`` (privacy loss
     distributions, tighter and slower). ``noise_multiplier=0`` gives
-    ``math.inf``: without noise there is no guarantee. Used in chapter 6.
+    ``math.inf``: without noise there is no guarantee. Used in chapter 8.
     """
     sigma = _check_nonnegative("noise_multiplier", noise_multiplier)
     q = _check_nonnegative("sampling_probability", sampling_probability, allow_zero=False)
@@ -370,7 +370,7 @@ def membership_inference(member_losses, nonmember_losses) -> MembershipInference
 
     Training examples (members) tend to have lower loss than unseen ones; the
     AUC of the score ``-loss`` measures how well an attacker who sees only
-    the loss can tell them apart. Used in chapter 6.
+    the loss can tell them apart. Used in chapter 8.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -396,7 +396,7 @@ def build_dp_classifier(input_shape=(28, 28, 1), num_classes: int = 10, width: i
     Two strided 3x3 convolutions (``width`` and ``2 * width`` filters), whose
     feature maps are flattened into a softmax layer. Bounded activations such as tanh keep
     gradients small, so clipping removes less signal (Papernot et al. 2021).
-    Used in chapter 6.
+    Used in chapter 8.
     """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")

@@ -18,7 +18,7 @@ work in these layers. Memory is counted in bytes.
 Two functions read a built Keras model (:func:`layer_costs`, which applies
 the formulas to each layer's configuration) or trace it with TensorFlow
 (:func:`tensorflow_flop_count`, an independent count); everything else is
-plain arithmetic. Used in chapters 1, 2 and 6.
+plain arithmetic. Used in chapters 1, 2 and 8.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ inside the functions whose topic is TensorFlow itself (``tf.data`` pipelines,
 the pipeline falls back to NumPy batches, so this module also works where
 TensorFlow is not installed.
 
-Used in chapter 4 (and by chapters 5 and 6 for their training runs).
+Used in chapter 4 (and by chapters 5 and 8 for their training runs).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chapter 6 run under the smoke profile: its results JSON holds real, consistent values."""
+"""Chapter 8 run under the smoke profile: its results JSON holds real, consistent values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.notebooks
 
 @pytest.fixture(scope="module")
 def results(run_chapter):
-    return run_chapter("06_future_challenges")
+    return run_chapter("08_future_challenges")
 
 
 def test_growth_trends_and_power_law(results):
