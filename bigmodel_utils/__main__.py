@@ -114,6 +114,13 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
     output: Path = args.output
     if output.exists() and not output.is_dir():
         parser.error(f"argument --output: {output} exists and is not a folder")
+    try:  # before anything slow loads: a folder we cannot write to fails now, in one line
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        parser.error(f"argument --output: cannot write to {output} ({error.strerror or error})")
     args.profile = runtime.resolve_profile(args.profile)
     config = {key: getattr(args, key) for key in RESUME_KEYS}
     config["learning_rate"] = args.learning_rate or BASE_LEARNING_RATE * args.batch_size / BASE_BATCH_SIZE

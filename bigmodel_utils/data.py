@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,17 +309,22 @@ def load_dataset(name: str, profile: str = "quick", **options) -> ImageDataset:
 
     ``name`` is one of :data:`DATASETS`. For Fashion-MNIST, ``smoke`` and
     ``quick`` use the bundled subset and ``full`` the full set; ``options``
-    pass on to the loader (for example ``num_train``).
+    pass on to the loader (for example ``num_train``), and an option the
+    loader does not take is refused with the list of those it does.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if profile not in ("smoke", "quick", "full"):
         raise ValueError(f"profile must be one of smoke, quick, full; got {profile!r}")
+    loader = {"fashion_mnist": load_fashion_mnist, "digits": load_digits_dataset, "cifar10": load_cifar10}[name]
+    accepted = [p for p in inspect.signature(loader).parameters if p != "subset"]
+    for option, value in options.items():
+        if option not in accepted:
+            raise ValueError(f"load_dataset({name!r}) takes no option {option} (got {option}={value!r}); "
+                             f"it accepts {', '.join(accepted) or 'none'}")
     if name == "fashion_mnist":
         return load_fashion_mnist(subset=profile != "full", **options)
-    if name == "digits":
-        return load_digits_dataset(**options)
-    return load_cifar10(**options)
+    return loader(**options)
 
 
 def check_image_size(image_size: int | None, min_size: int = 1) -> int | None:
@@ -383,7 +389,8 @@ def make_tf_dataset(
     The raw uint8 images are cached, not the resized floats: 60,000 images at
     224x224x3 in float32 would need 36 GB, while resizing a batch on the fly
     is cheap. ``augment`` (a Keras layer) runs in the pipeline's ``map``, outside
-    the model, so it cannot switch XLA off for the model. Returns a dataset of
+    the model, so it cannot switch XLA off for the model; it runs one batch at a
+    time, so a seeded run draws the same flips and shifts every time. Returns a dataset of
     (float32 images (B, S, S, C), int labels (B,)). Used in chapters 4, 5 and 8.
     """
     import tensorflow as tf
@@ -402,9 +409,10 @@ def make_tf_dataset(
             x = tf.image.resize(x, (image_size, image_size))
         if channels is not None and x.shape[-1] != channels:
             x = tf.repeat(x, channels, axis=-1) if x.shape[-1] == 1 else tf.reduce_mean(x, -1, keepdims=True)
-        if augment is not None:
-            x = augment(x, training=True)
         return x, y
+
+    def augment_batch(x, y):
+        return augment(x, training=True), y
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if cache:
@@ -412,4 +420,8 @@ def make_tf_dataset(
     if shuffle:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        # One batch at a time: the augmentation layers draw from a stateful seed generator, and
+        # parallel calls would take its numbers in a different order on every run.
+        ds = ds.map(augment_batch)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds

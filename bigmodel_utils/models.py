@@ -39,22 +39,31 @@ def _check_classes(num_classes: int) -> int:
     return num_classes
 
 
-def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: str = "classic_cnn") -> keras.Model:
+def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: str = "classic_cnn", *,
+                      filters=CLASSIC_FILTERS, dense_units: int = 512, head: str = "flatten") -> keras.Model:
     """The introductory CNN: Conv2D 32/64/128 (3x3, ReLU) each with 2x2 max-pooling, Flatten, Dense 512, Dense.
 
     With the default 224x224x3 input it has 44,401,226 parameters, 99.8% of
     them in the Dense 512 layer behind Flatten. The output layer is float32
-    so the model also trains under mixed precision. Used in chapters 2 and 4.
+    so the model also trains under mixed precision. ``filters`` (one block
+    per entry), ``dense_units`` and ``head`` ("flatten", or "gap" for global
+    average pooling) vary the layout, as chapter 2 does; :func:`scaling.cnn_costs`
+    counts the same family by formula. Used in chapters 2 and 4.
     """
-    input_shape = _check_input_shape(input_shape, classic_min_image_size())
+    filters = tuple(filters)
+    if not filters or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
+        raise ValueError(f"filters must be a non-empty sequence of positive integers, got {filters!r}")
+    if head not in ("flatten", "gap"):
+        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    input_shape = _check_input_shape(input_shape, classic_min_image_size(len(filters)))
     num_classes = _check_classes(num_classes)
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=input_shape))
-    for filters in CLASSIC_FILTERS:
-        model.add(layers.Conv2D(filters, 3, activation="relu"))
+    for count in filters:
+        model.add(layers.Conv2D(count, 3, activation="relu"))
         model.add(layers.MaxPooling2D(2))
-    model.add(layers.Flatten())
-    model.add(layers.Dense(512, activation="relu"))
+    model.add(layers.Flatten() if head == "flatten" else layers.GlobalAveragePooling2D())
+    model.add(layers.Dense(dense_units, activation="relu"))
     model.add(layers.Dense(num_classes, activation="softmax", dtype="float32"))
     return model
 

@@ -389,6 +389,23 @@ def membership_inference(member_losses, nonmember_losses) -> MembershipInference
     )
 
 
+def membership_advantage_bound(epsilon: float, delta: float = 0.0) -> float:
+    """The largest membership advantage (TPR - FPR, from 0 to 1) an attack can have under (epsilon, delta)-DP.
+
+    Read as a test of "is this record in the training set?", DP requires
+    ``TPR <= e^eps FPR + delta`` and ``1 - FPR <= e^eps (1 - TPR) + delta``;
+    the largest ``TPR - FPR`` both allow is ``(e^eps - 1 + 2 delta) / (e^eps + 1)``
+    (Kairouz, Oh and Viswanath 2015). It is below 1 for every finite epsilon,
+    unlike the pure-epsilon bound ``e^eps - 1`` of Yeom et al. (2018), which
+    says nothing from ``epsilon = ln 2``. Used in chapter 8.
+    """
+    epsilon = _check_nonnegative("epsilon", epsilon)
+    delta = _check_nonnegative("delta", delta)
+    if delta >= 1:
+        raise ValueError(f"delta must be below 1, got {delta!r}")
+    return float(min(1.0, (math.expm1(epsilon) + 2 * delta) / (math.exp(epsilon) + 1)))
+
+
 def build_dp_classifier(input_shape=(28, 28, 1), num_classes: int = 10, width: int = 16,
                         name: str = "dp_cnn") -> keras.Model:
     """A small CNN suited to DP-SGD: no batch normalisation (it mixes examples) and tanh activations.

@@ -11,6 +11,7 @@ Used in chapter 4 (and by chapters 5 and 8 for their training runs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -475,6 +476,35 @@ def standard_callbacks(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")))
     callbacks.append(keras.callbacks.TerminateOnNaN())
     return callbacks
+
+
+RUN_SETTINGS_FILE = "settings.json"
+
+
+def run_folder(parent: str | os.PathLike, name: str, settings: dict[str, Any]) -> Path:
+    """Return the output folder of a run, ``parent / f"{name}-{key}"``, keyed on everything that shapes the run.
+
+    ``key`` is the first 10 hex digits of a SHA-256 of ``settings`` (JSON, sorted
+    keys): a rerun with the same settings finds its backup and resumes, and a
+    rerun with another batch size or learning rate gets a fresh folder instead
+    of resuming a backup of a different run. The settings are written to
+    ``settings.json`` in the folder; a folder whose file says otherwise is
+    refused. Used in chapter 4.
+    """
+    if not name or any(c in name for c in "/\\"):
+        raise ValueError(f"name must be a non-empty folder name without slashes, got {name!r}")
+    try:
+        text = json.dumps(settings, sort_keys=True, default=str)
+    except TypeError as error:
+        raise ValueError(f"settings must be a dict of JSON-friendly values, got {settings!r}") from error
+    folder = Path(parent) / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    saved = folder / RUN_SETTINGS_FILE
+    if saved.is_file() and json.loads(saved.read_text()) != json.loads(text):
+        raise ValueError(f"run folder {folder} holds a run with other settings ({saved.read_text().strip()}); "
+                         "delete it or choose another parent folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    saved.write_text(text + "\n")
+    return folder
 
 
 @dataclass

@@ -53,6 +53,23 @@ def test_output_is_required_and_must_be_a_folder(tmp_path, capsys):
     assert f"argument --output: {file} exists and is not a folder" in capsys.readouterr().err
 
 
+def test_an_output_folder_that_cannot_be_written_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch):
+    import bigmodel_utils.data
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the data was loaded before --output was checked")
+
+    monkeypatch.setattr(bigmodel_utils.data, "load_dataset", must_not_load)
+    file = tmp_path / "file.txt"
+    file.write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--output", str(file / "run"), *SMALL])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert error[-1].endswith(f"argument --output: cannot write to {file / 'run'} (Not a directory)")
+    assert "Traceback" not in "\n".join(error)
+
+
 def test_classic_model_refuses_an_image_size_it_cannot_take(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--model", "classic", "--image-size", "16", "--output", str(tmp_path / "c"), *SMALL])
@@ -108,3 +125,15 @@ def test_killed_run_resumes_at_the_right_epoch_and_finishes(tmp_path):
     changed = start(output, epochs, "--seed", "7")
     message = changed.communicate(timeout=120)[0]
     assert changed.returncode == 2 and "--seed 0 -> 7" in message
+
+
+def test_the_same_seed_repeats_a_run_exactly_with_augmentation_on(tmp_path):
+    histories = []
+    for name in ("first", "second"):
+        done = start(tmp_path / name, 1)
+        log = done.communicate(timeout=300)[0]
+        assert done.returncode == 0, log[-3000:]
+        histories.append(json.loads((tmp_path / name / "history.json").read_text()))
+        assert json.loads((tmp_path / name / "config.json").read_text())["augment"] is True
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert histories[0][key] == histories[1][key], key

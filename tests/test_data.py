@@ -93,6 +93,15 @@ def test_digits_come_from_scikit_learn():
     assert len(digits.y_train) + len(digits.y_test) == 1797
 
 
+def test_an_option_the_loader_does_not_take_is_a_one_line_error():
+    with pytest.raises(ValueError) as info:
+        data.load_dataset("digits", "quick", num_train=5)
+    message = str(info.value)
+    assert "num_train=5" in message and "test_fraction, seed" in message and "\n" not in message
+    with pytest.raises(ValueError, match="it accepts none"):
+        data.load_dataset("cifar10", "quick", num_train=5)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 5000, 3.0, "28"])
 def test_bad_image_sizes_are_rejected(bad):
     with pytest.raises(ValueError, match="image_size"):

@@ -45,6 +45,22 @@ def test_classic_224_has_44_million_parameters_mostly_in_one_layer():
     assert sum(row["share"] for row in table) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize(("size", "filters", "head"), [(64, (16, 32), "flatten"), (96, (32, 64, 128), "gap"),
+                                                      (224, (8,), "gap")])
+def test_classic_layout_variants_match_the_formula_of_scaling(size, filters, head):
+    from bigmodel_utils import scaling
+
+    model = models.build_classic_cnn((size, size, 3), filters=filters, head=head)
+    assert model.count_params() == scaling.cnn_costs(size, 3, filters=filters, head=head)["params"]
+
+
+def test_classic_layout_refuses_bad_filters_and_heads():
+    with pytest.raises(ValueError, match="filters must be a non-empty sequence of positive integers, got ()"):
+        models.build_classic_cnn(filters=())
+    with pytest.raises(ValueError, match="head must be 'flatten' or 'gap', got 'max'"):
+        models.build_classic_cnn(head="max")
+
+
 def test_classic_rejects_images_too_small_for_three_blocks():
     assert models.classic_min_image_size() == 22
     models.build_classic_cnn((22, 22, 1))

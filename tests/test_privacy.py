@@ -132,6 +132,22 @@ def test_accountants_agree_with_the_exact_gaussian_mechanism(sigma, steps):
     assert rdp < 1.5 * pld
 
 
+def test_membership_advantage_bound_is_the_corner_of_the_dp_test_region():
+    # No privacy budget, no advantage; delta alone allows delta; large epsilon allows almost anything
+    assert privacy.membership_advantage_bound(0.0) == 0.0
+    assert privacy.membership_advantage_bound(0.0, 0.01) == pytest.approx(0.01)
+    assert 0.999 < privacy.membership_advantage_bound(20.0, 1e-5) < 1.0
+    # Independently: the best (FPR, TPR) on both DP constraints, found on a fine grid
+    epsilon, delta = 1.0, 1e-3
+    fpr = np.linspace(0, 1, 200_001)
+    tpr = np.minimum(np.exp(epsilon) * fpr + delta, 1 - (1 - fpr - delta) / np.exp(epsilon))
+    assert privacy.membership_advantage_bound(epsilon, delta) == pytest.approx(float(np.max(tpr - fpr)), abs=1e-5)
+    # Tighter than the pure-epsilon bound e^eps - 1, which says nothing beyond ln 2
+    assert privacy.membership_advantage_bound(np.log(2)) < np.expm1(np.log(2)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="delta must be below 1, got 1.5"):
+        privacy.membership_advantage_bound(1.0, 1.5)
+
+
 def test_membership_inference_scores():
     perfect = privacy.membership_inference([0.1, 0.2, 0.3], [0.5, 0.7])
     assert perfect.auc == 1.0 and perfect.advantage == pytest.approx(1.0)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -122,6 +123,35 @@ def test_pipeline_augmentation_changes_images_but_keeps_shape_and_range():
     assert np.abs(augmented - plain).max() > 0.1
 
 
+def test_the_same_seed_gives_the_same_augmented_batches_every_time():
+    images, labels = tiny_data(256)
+
+    def two_epochs():
+        pipeline = training.make_pipeline(images, labels, 32, shuffle=True, seed=5,
+                                          augment=training.augmentation(seed=5, translate=0.2))
+        return [np.asarray(x) for _ in range(2) for x, _ in pipeline]
+
+    first, second = two_epochs(), two_epochs()
+    assert len(first) == 16
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(first[0] - first[8]).max() > 0.1  # and the second epoch draws new shifts
+
+
+def test_run_folder_is_keyed_on_the_settings_and_refuses_a_mismatch(tmp_path):
+    settings = {"batch_size": 128, "learning_rate": 4e-3, "width": 16}
+    folder = training.run_folder(tmp_path, "improved", settings)
+    assert folder == training.run_folder(tmp_path, "improved", dict(settings))
+    assert json.loads((folder / "settings.json").read_text()) == settings
+    other = training.run_folder(tmp_path, "improved", {**settings, "batch_size": 256})
+    assert other != folder and other.name.startswith("improved-")
+    (folder / "settings.json").write_text(json.dumps({**settings, "width": 8}))
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        training.run_folder(tmp_path, "improved", settings)
+    with pytest.raises(ValueError, match="name must be a non-empty folder name"):
+        training.run_folder(tmp_path, "a/b", settings)
+
+
 def test_pipeline_rejects_mismatched_inputs():
     images, labels = tiny_data(10)
     with pytest.raises(ValueError, match="images and labels differ in length: 10 != 9"):
@@ -189,13 +219,22 @@ def test_measure_throughput_alternates_setups_and_reports_medians():
     images, labels = tiny_data(64)
     setups = [training.classic_setup(16), training.optimised_setup(32, device=CPU)]
     assert setups[1].learning_rate == pytest.approx(1e-3) and setups[1].precision == "float32"
+    start = time.perf_counter()
     results = training.measure_throughput(lambda: models.build_improved_cnn(width=4), images, labels, setups,
                                           runs=3, warmup_runs=1)
+    elapsed = time.perf_counter() - start
+    # What "auto" resolves to on this machine: off on a CPU, on on a GPU
+    auto_xla = training.compile_classifier(models.build_improved_cnn(width=4), jit_compile="auto").jit_compile
+    timed = sum(sum(r.run_seconds) for r in results.values())
+    assert 0 < timed < elapsed  # the timed passes happened inside the call, warm-up passes untimed
     for name, result in results.items():
-        assert len(result.run_seconds) == 3
-        assert result.images_per_second == pytest.approx(64 / np.median(result.run_seconds))
-        assert result.jit_compile is False  # XLA stays off on a CPU-only machine under "auto"
+        assert len(result.run_seconds) == 3 and min(result.run_seconds) > 0
+        # 64 images per pass: the rate lies between the slowest and the fastest pass's
+        assert 64 / max(result.run_seconds) <= result.images_per_second <= 64 / min(result.run_seconds)
+        assert result.best_images_per_second >= result.images_per_second > 64 / elapsed
         assert result.as_dict()["name"] == name
+    assert results["classic"].jit_compile is False  # the classic setup never asks for XLA
+    assert results["optimised"].jit_compile is bool(auto_xla)
     with pytest.raises(ValueError, match="distinct names"):
         training.measure_throughput(models.build_improved_cnn, images, labels, [setups[0], setups[0]])
 

@@ -354,6 +354,8 @@ def test_distributed_search_with_a_chief_and_two_workers(tmp_path):
     assert result["worker_exit_codes"] == [0, 0]
     ran = sorted(trial for trials in result["trials_by_worker"].values() for trial in trials)
     assert ran == ["0", "1", "2", "3"], result  # every trial once, none twice
-    assert set(result["trials_by_worker"]) == {"tuner0", "tuner1"}, result  # both workers trained
+    # Which worker gets which trial is a race (a fast worker may take all four), so only ask that
+    # every trial was run by one of the two workers the chief started.
+    assert set(result["trials_by_worker"]) <= {"tuner0", "tuner1"} and result["trials_by_worker"], result
     trials = trial_files(tmp_path / "dist")
     assert len(trials) == 4 and all(t["status"] == "COMPLETED" and t["score"] is not None for t in trials.values())
