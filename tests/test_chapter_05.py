@@ -28,17 +28,35 @@ def test_epochs_were_counted_not_assumed(results):
     assert hyperband["trials_predicted"] == schedule.trials
 
 
-def test_accuracies_and_the_comparison_are_consistent(results):
+def test_accuracies_were_measured_on_the_stated_splits(results):
     baseline, tuned = results["baseline"], results["tuned"]
     for model in (baseline, tuned):
-        assert 0.0 <= model["val_accuracy"] <= 1.0 and 0.0 <= model["test_accuracy"] <= 1.0
-    assert results["tuned_beats_baseline_on_validation"] == (tuned["val_accuracy"] > baseline["val_accuracy"])
+        # An accuracy is a count of right answers over the split's size: a whole number of images
+        for key, size in (("val_accuracy", results["num_val"]), ("test_accuracy", results["num_test"])):
+            assert model[key] * size == pytest.approx(round(model[key] * size), abs=1e-3), (key, model[key])
     assert tuned["found_by"] in tuning.TUNERS
     best = max(r["best_val_accuracy"] for r in results["tuners"].values())
     assert results["tuners"][tuned["found_by"]]["best_val_accuracy"] == best
     tuning.CNNHyperModel().point({name: tuned[name] for name in tuning.SEARCH_SPACE})  # raises if outside the space
     assert baseline["batch_size"] == tuning.UNTUNED_VALUES["batch_size"]
     assert baseline["peak_learning_rate"] == pytest.approx(1e-3 * baseline["batch_size"] / 32)
+
+
+def test_the_verdict_follows_the_paired_interval(results):
+    paired, n = results["paired_test_difference"], results["num_test"]
+    assert paired["num_test"] == n
+    # evaluate() and the per-image predictions are two computations of the same accuracies
+    difference = results["tuned"]["test_accuracy"] - results["baseline"]["test_accuracy"]
+    assert paired["mean"] == pytest.approx(difference, abs=1e-6)
+    assert paired["mean"] == pytest.approx((paired["tuned_right_only"] - paired["untuned_right_only"]) / n)
+    assert paired["low"] <= paired["mean"] <= paired["high"]
+    # The bootstrap interval is about as wide as the normal approximation of the same paired differences
+    p_plus, p_minus = paired["tuned_right_only"] / n, paired["untuned_right_only"] / n
+    sd = (p_plus + p_minus - (p_plus - p_minus) ** 2) ** 0.5
+    if sd > 0:
+        assert (paired["high"] - paired["low"]) == pytest.approx(2 * 1.96 * sd / n**0.5, rel=0.3)
+    expected = "tuned" if paired["low"] > 0 else "untuned" if paired["high"] < 0 else "undecided"
+    assert paired["verdict"] == expected
 
 
 def test_reload_trains_nothing_and_one_more_trial_trains_one(results):
