@@ -249,3 +249,15 @@ def glue(name: str, value: Any, display: bool = False) -> None:
         value = value.item()
     myst_glue(name, value, display=display)
     return None
+
+
+def show_source(*objects) -> None:
+    """Print the source code of functions or classes of the package: exactly the code the next cells run.
+
+    Chapters use it where the code is the lesson, instead of retyping a helper's body.
+    """
+    import inspect
+
+    if not objects:
+        raise ValueError("show_source needs at least one function or class")
+    print("\n\n".join(inspect.getsource(item).rstrip() for item in objects))

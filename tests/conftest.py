@@ -20,9 +20,10 @@ EXECUTED = ROOT / "_build" / "executed"
 
 @pytest.fixture(scope="session")
 def run_chapter(tmp_path_factory):
-    """Return a function that executes a chapter under ``smoke`` with papermill and returns its results JSON.
+    """Return a function that executes a chapter with papermill and returns its results JSON.
 
-    Each (chapter, parameters) pair runs once per session, in a fresh kernel,
+    The profile is ``smoke`` unless ``profile=`` says otherwise (``full`` with shrinking parameters runs the
+    branches only the GPU profile takes). Each (chapter, profile, parameters) runs once per session, in a fresh kernel,
     with ``BOOK_ARTIFACTS_DIR`` pointed at a temporary folder.
     """
     import papermill
@@ -30,14 +31,14 @@ def run_chapter(tmp_path_factory):
     cache: dict = {}
     workdir = tmp_path_factory.mktemp("chapters")
 
-    def run(stem: str, **parameters):
-        key = (stem, tuple(sorted(parameters.items())))
+    def run(stem: str, profile: str = "smoke", **parameters):
+        key = (stem, profile, tuple(sorted(parameters.items())))
         if key not in cache:
             notebook = CHAPTERS / f"{stem}.ipynb"
             tag = f"{stem}-{len(cache)}"
             results_path = workdir / f"{tag}.json"
             previous = {k: os.environ.get(k) for k in ("BOOK_PROFILE", "BOOK_ARTIFACTS_DIR")}
-            os.environ["BOOK_PROFILE"] = "smoke"
+            os.environ["BOOK_PROFILE"] = profile
             os.environ["BOOK_ARTIFACTS_DIR"] = str(workdir / f"{tag}-artifacts")
             try:
                 papermill.execute_notebook(
@@ -52,7 +53,7 @@ def run_chapter(tmp_path_factory):
                     else:
                         os.environ[k] = v
             cache[key] = json.loads(results_path.read_text())
-            if not parameters:
+            if not parameters and profile == "smoke":
                 _keep_executed_copy(workdir / f"{tag}.ipynb", EXECUTED / notebook.relative_to(ROOT))
         return cache[key]
 
