@@ -1,0 +1,84 @@
+"""Chapter 6 (language models) under the smoke profile, and under full shrunk by papermill parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = pytest.mark.notebooks
+
+SHRUNK_FULL = dict(NUM_LAYERS=1, NUM_HEADS=2, WIDTH=32, CONTEXT=32, BATCH_SIZE=4, TRAIN_STEPS=4,
+                   WARMUP_STEPS=1, EVAL_EVERY=2, EVAL_WINDOWS=4, TANG_STEPS=4, NUM_POEMS=4, BPE_VOCAB=280,
+                   BPE_TRAIN_CHARS=5000, KV_NEW_TOKENS=16, JIT_COMPILE=False)
+
+
+@pytest.fixture(scope="module")
+def results(run_chapter):
+    return run_chapter("06_language_models")
+
+
+def test_tokenizers_cost_what_their_encodings_say(results):
+    rows = {(r["corpus"], r["tokenizer"]): r for r in results["tokenizers"]}
+    assert rows["shakespeare", "byte"]["tokens per character"] == 1.0  # the corpus is ASCII
+    assert rows["shakespeare", "char"]["vocabulary"] == 65
+    assert 2.8 < rows["tang", "byte"]["tokens per character"] < 3.0  # three bytes a hanzi, one a newline
+    for corpus in ("shakespeare", "tang"):
+        assert rows[corpus, "char"]["tokens per character"] == 1.0
+        assert rows[corpus, "bpe"]["tokens per character"] < rows[corpus, "byte"]["tokens per character"]
+    assert rows["tang", "bpe"]["tokens per character"] > 1.0  # a small BPE cannot beat characters here
+
+
+def test_attention_matches_keras_and_scaling_prevents_saturation(results):
+    assert results["attention_agrees"] and results["attention_max_difference"] < 1e-5
+    rows = {(r["d_k"], r["scaled"]): r for r in results["saturation"]}
+    assert rows[1024, False]["largest weight (mean)"] > 0.9
+    assert all(rows[d, True]["largest weight (mean)"] < 0.3 for d in (4, 16, 64, 256, 1024))
+    assert all(0.9 < rows[d, True]["score std"] < 1.1 for d in (4, 16, 64, 256, 1024))
+    assert rows[1024, False]["score std"] == pytest.approx(32, rel=0.1)  # sqrt(1024)
+
+
+def test_parameter_counts_and_flops(results):
+    assert results["parameter_counts_agree"]
+    gpt2 = next(r for r in results["parameter_counts"] if r["model"] == "GPT-2 small")
+    assert gpt2["count_params()"] == 124_439_808 + 50_257  # GPT-2 small, plus our output bias
+    config = results["config"]
+    d, layers = config["width"], config["num_layers"]
+    non_embedding = layers * (12 * d * d + 13 * d) + 2 * d
+    flops = results["flops_per_token"]
+    assert flops["training"] == 3 * flops["forward"]
+    assert flops["forward"] == 2 * non_embedding + 2 * layers * config["context"] * d + 2 * d * 65
+    assert results["six_nd_flop"] == 6 * non_embedding * results["shakespeare"]["tokens_seen"]
+
+
+def test_training_beats_the_uniform_baseline_and_measures_its_speed(results):
+    run = results["shakespeare"]
+    baselines = run["baselines"]
+    assert baselines["uniform"] == pytest.approx(math.log(65))
+    assert baselines["uniform"] > baselines["unigram"] > baselines["bigram"] > 2.0
+    assert run["final_val_loss"] < baselines["uniform"]
+    assert run["tokens_seen"] == run["steps"][-1] * run["batch_size"] * run["context"]
+    assert run["perplexity"] == pytest.approx(math.exp(run["final_val_loss"]))
+    assert 0 < results["mfu"] < 1  # more than the machine's best matmul speed would mean a miscount
+    assert results["tokens_per_second"] == pytest.approx(run["tokens_seen"] / run["train_seconds"])
+
+
+def test_kv_cache_agrees_and_is_faster(results):
+    kv = results["kv_cache"]
+    assert kv["agrees"] and kv["max_difference"] < 1e-4
+    assert kv["speedup"] > 1.0
+
+
+def test_tang_model_samples_and_models_reload(results):
+    tang = results["tang"]
+    assert tang["vocab_size"] > 2000 and len(tang["samples"]) == 8
+    assert tang["final_val_loss"] < math.log(tang["vocab_size"])
+    assert results["reloaded_same_logits"]
+    assert [path.rsplit("/", 1)[-1] for path in results["saved_models"]] == ["shakespeare.keras", "tang.keras"]
+
+
+def test_full_profile_shrunk_runs_the_gpu_branches(run_chapter):
+    results = run_chapter("06_language_models", profile="full", **SHRUNK_FULL)
+    assert results["profile"] == "full"
+    assert results["config"]["dropout"] == 0.2  # the full profile's regularisation is on
+    assert results["config"]["width"] == 32 and results["shakespeare"]["steps"] == [2, 4]
