@@ -33,7 +33,7 @@ PROFILES = ("smoke", "quick", "full", "auto")
 
 PROFILE_DESCRIPTIONS = {
     "smoke": "tests: tiny data and budgets, seconds per chapter",
-    "quick": "CPU default: bundled data, about a minute per chapter, meaningful results",
+    "quick": "CPU default: bundled data, at most three minutes a chapter, meaningful results",
     "full": "GPU: full datasets, classic input sizes, real epoch counts",
     "auto": "full when a GPU or TPU is visible, otherwise quick",
 }
