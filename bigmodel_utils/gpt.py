@@ -57,9 +57,7 @@ def causal_mask(length: int) -> np.ndarray:
     return np.tril(np.ones((length, length), dtype=bool))
 
 
-def scaled_dot_product_attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None
-):
+def scaled_dot_product_attention(q, k, v, mask=None):
     """``softmax(q k^T / sqrt(d_k)) v`` for q ``(..., T_q, d_k)``, k ``(..., T_k,
     d_k)``, v ``(..., T_k, d_v)``.
 
@@ -75,9 +73,7 @@ def scaled_dot_product_attention(
     return weights @ v, weights
 
 
-def multi_head_attention(
-    x: np.ndarray, weights: dict[str, np.ndarray], causal: bool = True
-) -> np.ndarray:
+def multi_head_attention(x, weights, causal=True):
     """Multi-head self-attention of ``x`` ``(B, T, d)``, with weights in
     ``keras.layers.MultiHeadAttention``'s layout.
 
@@ -94,10 +90,8 @@ def multi_head_attention(
     q, k, v = project("query"), project("key"), project("value")
     mask = causal_mask(x.shape[1]) if causal else None
     heads, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d_head)
-    return (
-        np.einsum("bhtk,hkd->btd", heads, weights["output_kernel"])
-        + weights["output_bias"]
-    )
+    merged = np.einsum("bhtk,hkd->btd", heads, weights["output_kernel"])  # (B, T, d)
+    return merged + weights["output_bias"]
 
 
 MHA_WEIGHT_NAMES = (

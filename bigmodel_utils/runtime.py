@@ -251,13 +251,32 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     return None
 
 
-def show_source(*objects) -> None:
+def show_source(*objects, docstrings: bool = False) -> None:
     """Print the source code of functions or classes of the package: exactly the code the next cells run.
 
-    Chapters use it where the code is the lesson, instead of retyping a helper's body.
+    Chapters use it where the code is the lesson, instead of retyping a helper's body. Docstrings are left
+    out unless ``docstrings=True``: the chapter's prose says what the code is for.
     """
+    import ast
     import inspect
+    import textwrap
 
     if not objects:
         raise ValueError("show_source needs at least one function or class")
-    print("\n\n".join(inspect.getsource(item).rstrip() for item in objects))
+    shown = []
+    for item in objects:
+        lines = textwrap.dedent(inspect.getsource(item)).splitlines()
+        if not docstrings:
+            drop = set()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                body = getattr(node, "body", None)
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and body \
+                        and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                        and isinstance(body[0].value.value, str):
+                    drop.update(range(body[0].lineno - 1, body[0].end_lineno))
+            kept = [line for number, line in enumerate(lines) if number not in drop]
+            # no blank line between a class's header and its first method
+            lines = [line for i, line in enumerate(kept)
+                     if line.strip() or not (i and kept[i - 1].rstrip().endswith(":"))]
+        shown.append("\n".join(lines).rstrip())
+    print("\n\n".join(shown))

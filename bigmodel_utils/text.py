@@ -176,9 +176,8 @@ def _merge(ids: np.ndarray, pair: tuple[int, int], new_id: int) -> np.ndarray:
     hits = np.flatnonzero((ids[:-1] == pair[0]) & (ids[1:] == pair[1]))
     if len(hits) == 0:
         return ids
-    if (
-        pair[0] == pair[1]
-    ):  # in "a a a" only the first "a a" merges: drop hits that overlap a kept one
+    if pair[0] == pair[1]:
+        # in "a a a" only the first "a a" merges: drop hits that overlap a kept one
         run_start = np.concatenate([[True], np.diff(hits) != 1])
         run_index = np.cumsum(run_start) - 1
         offset = hits - hits[run_start][run_index]
@@ -218,13 +217,10 @@ class BPETokenizer:
         for new_id in range(256, vocab_size):
             if len(ids) < 2:
                 break
-            pair_keys = (
-                ids[:-1] * vocab_size + ids[1:]
-            )  # each adjacent pair as one integer
+            pair_keys = ids[:-1] * vocab_size + ids[1:]  # each adjacent pair as a number
             counts = np.bincount(pair_keys)
-            best = int(
-                np.argmax(counts)
-            )  # argmax returns the first maximum: the smallest pair wins ties
+            # argmax returns the first maximum: of tied pairs, the smallest wins
+            best = int(np.argmax(counts))
             if counts[best] < 2:
                 break
             pair = (best // vocab_size, best % vocab_size)

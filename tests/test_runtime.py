@@ -100,3 +100,16 @@ def test_glue_stores_plain_python_numbers(monkeypatch):
     assert type(stored["share"]) is float and stored["share"] == 99.5
     runtime.glue("count", np.int64(3))
     assert type(stored["count"]) is int
+
+
+def test_show_source_prints_the_code_without_its_docstring(capsys):
+    from bigmodel_utils import gpt
+
+    runtime.show_source(gpt.softmax, gpt.TransformerBlock)
+    shown = capsys.readouterr().out
+    assert shown.startswith("def softmax(scores") and "class TransformerBlock(keras.layers.Layer):\n    def" in shown
+    assert "shifted = scores - scores.max" in shown and '"""' not in shown
+    runtime.show_source(gpt.softmax, docstrings=True)
+    assert '"""Softmax along' in capsys.readouterr().out
+    with pytest.raises(ValueError, match="at least one"):
+        runtime.show_source()
