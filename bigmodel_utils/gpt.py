@@ -819,6 +819,17 @@ def compile_generation(model: GPT, batch: int = 1) -> float:
         length *= 2
 
 
+def _logits_by_recomputing(model: GPT, sequence: np.ndarray) -> np.ndarray:
+    """Next-token logits ``(B, V)`` from one full pass over the last ``context`` tokens,
+    padded to the next power of two (the causal mask keeps the padding out of sight)."""
+    context = model.config.context
+    window = sequence[:, -context:]
+    padded = np.zeros((len(window), _padded_length(window.shape[1], context)), "int32")
+    padded[:, : window.shape[1]] = window
+    (logits,) = _compiled(model, _Forward)([padded])
+    return ops.convert_to_numpy(logits)[:, window.shape[1] - 1]
+
+
 def generate(
     model: GPT,
     prompt: np.ndarray,
@@ -847,43 +858,25 @@ def generate(
     config = model.config
     if tokens.shape[1] == 0:
         raise ValueError("prompt must hold at least one token, got an empty prompt")
-    if (
-        not isinstance(num_new_tokens, (int, np.integer))
-        or isinstance(num_new_tokens, bool)
-        or num_new_tokens < 1
-    ):
-        raise ValueError(
-            f"num_new_tokens must be a positive integer, got {num_new_tokens!r}"
-        )
+    whole = isinstance(num_new_tokens, (int, np.integer)) and not isinstance(num_new_tokens, bool)
+    if not whole or num_new_tokens < 1:
+        raise ValueError(f"num_new_tokens must be a positive integer, got {num_new_tokens!r}")
     if tokens.shape[1] > config.context:
-        raise ValueError(
-            f"prompt length must be at most the context {config.context}, got {tokens.shape[1]}"
-        )
+        raise ValueError(f"prompt length must be at most the context {config.context}, "
+                         f"got {tokens.shape[1]}")
     check_sampling(temperature, top_k, config.vocab_size)
     rng = np.random.default_rng(seed)
-    sequence = tokens
-    cache = None
+    sequence, cache = tokens, None
     for step in range(num_new_tokens):
-        if use_cache:
-            if (
-                cache is None or cache.length == config.context
-            ):  # start, or full: refill
-                cache = KVCache(model, len(tokens))
-                for column in sequence[
-                    :, -(config.context // 2 if step else config.context) :
-                ].T:
-                    logits = cache.feed(column)
-            else:
-                logits = cache.feed(sequence[:, -1])
+        if not use_cache:
+            logits = _logits_by_recomputing(model, sequence)
+        elif cache is None or cache.length == config.context:  # the start, or full
+            keep = config.context // 2 if step else config.context
+            cache = KVCache(model, len(tokens))
+            for column in sequence[:, -keep:].T:
+                logits = cache.feed(column)
         else:
-            window = sequence[:, -config.context :]
-            padded = np.zeros(
-                (len(window), _padded_length(window.shape[1], config.context)), "int32"
-            )
-            # the causal mask keeps the padding after the prefix out of sight
-            padded[:, : window.shape[1]] = window
-            (logits,) = _compiled(model, _Forward)([padded])
-            logits = ops.convert_to_numpy(logits)[:, window.shape[1] - 1]
+            logits = cache.feed(sequence[:, -1])
         choice = sample_next(logits, temperature, top_k, rng)
         if stop_token is not None and step:
             choice = np.where(sequence[:, -1] == stop_token, stop_token, choice)
