@@ -156,6 +156,11 @@ class GPTConfig:
         return self.width // self.num_heads
 
 
+def _block_arguments(layer) -> dict:
+    """The constructor arguments an attention layer and a block share (for get_config)."""
+    return {"num_heads": layer.num_heads, "width": layer.width, "dropout": layer.dropout_rate}
+
+
 @keras.saving.register_keras_serializable(package="bigmodel_utils")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head causal self-attention: one Dense makes Q, K and V, another mixes the
@@ -220,12 +225,7 @@ class CausalSelfAttention(keras.layers.Layer):
         return self._attend(q, keys, values, positions), (keys, values)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "width": self.width,
-            "dropout": self.dropout_rate,
-        }
+        return {**super().get_config(), **_block_arguments(self)}
 
 
 @keras.saving.register_keras_serializable(package="bigmodel_utils")
@@ -265,12 +265,7 @@ class TransformerBlock(keras.layers.Layer):
         return x + self._mlp(x), cache
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "width": self.width,
-            "dropout": self.dropout_rate,
-        }
+        return {**super().get_config(), **_block_arguments(self)}
 
 
 @keras.saving.register_keras_serializable(package="bigmodel_utils")
