@@ -291,9 +291,14 @@ class GPT(keras.Model):
         self.config = GPTConfig(
             vocab_size, context, num_layers, num_heads, width, dropout
         )
-        self.token_embedding = keras.layers.Embedding(
+        # ReversibleEmbedding(tie_weights=True) is an Embedding that can also project
+        # back to the vocabulary with its own (transposed) table: the tied output layer.
+        # Doing the projection inside the layer keeps it correct when the layer is
+        # quantised (chapter 7), where the stored table is int8 with a scale.
+        self.token_embedding = keras.layers.ReversibleEmbedding(
             vocab_size,
             width,
+            tie_weights=True,
             name="token_embedding",
             embeddings_initializer=keras.initializers.RandomNormal(0, 0.02),
         )
@@ -329,11 +334,7 @@ class GPT(keras.Model):
         return self.embedding_dropout(x, training=training)
 
     def _logits(self, x):
-        x = self.final_norm(x)
-        return (
-            ops.matmul(x, ops.transpose(self.token_embedding.embeddings))
-            + self.output_bias
-        )
+        return self.token_embedding(self.final_norm(x), reverse=True) + self.output_bias
 
     def call(self, tokens, training=None):
         x = self._embed(
@@ -713,6 +714,10 @@ def _jit_function(wrapper: keras.Model):
     elif backend == "jax":
         import jax
 
+        # the wrapper adds no variables of its own and its model is built, so it is
+        # built too; stateless_call refuses an unbuilt model
+        wrapper.built = True
+
         def stateless(trainable, non_trainable, inputs):
             return wrapper.stateless_call(trainable, non_trainable, inputs)[0]
 
@@ -954,15 +959,25 @@ def load_or_train(directory: str | Path, name: str = "shakespeare", steps: int =
         return model, tokenizer
     except FileNotFoundError:
         pass
+    except Exception as error:  # a file from an older version of this code, or a damaged one
+        print(f"Could not load the saved model {name!r} from {directory} "
+              f"({type(error).__name__}: {str(error).splitlines()[0][:120]}).")
     corpus = text.load_corpus(name)
-    tokenizer = text.CharTokenizer.train(corpus.train + corpus.validation)
+    train_text, val_text, window_start = corpus.train, corpus.validation, None
+    if name == "tang":  # as chapter 6 does: the five-character quatrains, one a line
+        train_text, val_text = (
+            "\n".join(text.quatrains(part, 5)) + "\n" for part in (train_text, val_text)
+        )
+    tokenizer = text.CharTokenizer.train(train_text + val_text)
+    if name == "tang":
+        window_start = int(tokenizer.encode("\n")[0])
     config = GPTConfig(vocab_size=tokenizer.vocab_size, **SMALL_MODEL)
     print(f"No saved model {name!r} in {directory}: training a small one "
           f"({steps} steps) instead.")
     run = train_language_model(
         build_gpt(config, seed=seed),
-        tokenizer.encode(corpus.train),
-        tokenizer.encode(corpus.validation),
+        tokenizer.encode(train_text),
+        tokenizer.encode(val_text),
         steps=steps,
         batch_size=32,
         learning_rate=3e-3,
@@ -970,6 +985,7 @@ def load_or_train(directory: str | Path, name: str = "shakespeare", steps: int =
         eval_every=steps,
         seed=seed,
         jit_compile=jit_compile,
+        window_start=window_start,
     )
     save_language_model(run.model, tokenizer, directory, name)
     return run.model, tokenizer

@@ -354,6 +354,12 @@ def is_quatrain(poem: str, line_length: int = 5) -> bool:
     return re.fullmatch(pattern, poem.strip()) is not None
 
 
+def quatrains(poems_text: str, line_length: int = 5) -> list[str]:
+    """The poems of ``poems_text`` (one a line) that are quatrains of ``line_length``
+    characters a line (:func:`is_quatrain`). Used in chapters 6 and 7."""
+    return [poem for poem in poems_text.splitlines() if is_quatrain(poem, line_length)]
+
+
 def form_counts(poems) -> Counter:
     """Count poems by form: "五言绝句", "七言绝句" or "other"."""
     counts = Counter()
