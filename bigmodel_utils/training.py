@@ -762,3 +762,59 @@ def predict(model: keras.Model, images, class_names: Sequence[str] | None = None
     labels = probabilities.argmax(axis=-1)
     names = None if class_names is None else [class_names[i] for i in labels]
     return Predictions(probabilities, labels, names)
+
+
+# ---------------------------------------------------------------------------
+# A trained classifier for later chapters
+# ---------------------------------------------------------------------------
+
+
+def load_or_train_cnn(path: str | os.PathLike, dataset, width: int = 16, epochs: int = 2,
+                      batch_size: int = 128, seed: int = 0) -> keras.Model:
+    """Return chapter 4's improved CNN saved at ``path``, or, when there is none (a fresh
+    build, Colab), one of ``width`` trained now for ``epochs`` epochs on ``dataset`` (an
+    :class:`~bigmodel_utils.data.ImageDataset`) and saved at ``path`` for next time.
+
+    Which of the two happened is printed. Used in chapter 7.
+    """
+    from .models import build_improved_cnn
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            model = keras.saving.load_model(path, safe_mode=True)
+            print(f"Loaded chapter 4's model from {path}.")
+            return float32_copy(model)
+        except Exception as error:  # a file from an older version of this code, or a damaged one
+            print(f"Could not load {path} ({type(error).__name__}: {str(error).splitlines()[0][:120]}).")
+    print(f"No usable CNN at {path}: training one of width {width} for {epochs} epoch(s) instead.")
+    keras.utils.set_random_seed(seed)
+    x = data_module.prepare_images(dataset.x_train)
+    model = compile_classifier(build_improved_cnn(x.shape[1:], dataset.num_classes, width=width))
+    model.fit(x, dataset.y_train, batch_size=batch_size, epochs=epochs, verbose=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return float32_copy(model)
+
+
+def _float32_policies(config):
+    """``config`` (a model's nested config) with every layer's dtype policy set to float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and "config" in config:
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """A copy of a functional or sequential ``model`` that computes in float32, with the same weights.
+
+    Chapter 4 may train under mixed precision (bfloat16 or float16 computation, float32 weights); export
+    runtimes and ONNX Runtime's quantiser want float32 graphs, so chapter 7 serves this copy. Used in
+    chapter 7.
+    """
+    copy = model.__class__.from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
