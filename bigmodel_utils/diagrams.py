@@ -310,3 +310,34 @@ def draw_gpt_block(num_layers: int | str = "L"):
         linestyle="--", edgecolor="0.5"))
     ax.text(6.6, (centres[2][1] + centres[5][1]) / 2, f"× {num_layers}\nblocks", fontsize=10, va="center")
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 7: the service
+# ---------------------------------------------------------------------------
+
+
+def draw_serving(max_batch_size: int | str = "B"):
+    """Chapter 7's service: clients, Ray Serve's HTTP proxy, a replica's request queue, the dynamic batch
+    and the two models. Returns the figure. Used in chapter 7.
+    """
+    fig, ax = canvas(12, 3.6, "A request's way through the service", figsize=(11, 3.3))
+    for i, y in enumerate((2.55, 1.65, 0.75)):
+        box(ax, 0.15, y, 1.35, 0.62, f"client {i + 1}\nPOST JSON", color="#eeeeee", fontsize=8)
+        arrow(ax, (1.55, y + 0.31), (2.35, 1.8))
+    box(ax, 2.4, 1.25, 1.8, 1.1, "HTTP proxy\n(Ray Serve)\nroutes to a\nreplica", fontsize=8)
+    arrow(ax, (4.25, 1.8), (4.85, 1.8))
+    box(ax, 4.9, 1.25, 1.9, 1.1, "FastAPI\nvalidates the\nbody: 4xx naming\nthe field", color=PALE_GREEN,
+        fontsize=8)
+    arrow(ax, (6.85, 1.8), (7.35, 1.8))
+    box(ax, 7.4, 1.25, 1.9, 1.1, f"@serve.batch\nwaits a few ms,\ntakes up to {max_batch_size}\nrequests",
+        color=HIGHLIGHT, fontsize=8)
+    arrow(ax, (9.35, 2.05), (9.95, 2.45))
+    arrow(ax, (9.35, 1.55), (9.95, 1.15))
+    box(ax, 10.0, 2.2, 1.85, 0.7, "CNN: one padded\nbatch of images", fontsize=8)
+    box(ax, 10.0, 0.75, 1.85, 0.7, "GPT: rows decode\ntogether (KV cache)", fontsize=8)
+    ax.plot([4.65, 4.65, 11.95, 11.95, 4.65], [0.55, 3.15, 3.15, 0.55, 0.55], color="0.5", linestyle=":",
+            linewidth=1)
+    ax.text(8.3, 3.3, "one replica (a process); Serve can run many, on many machines", ha="center", fontsize=8.5,
+            color="0.3")
+    return fig

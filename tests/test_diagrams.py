@@ -83,3 +83,10 @@ def test_language_model_diagrams_draw_labelled_boxes():
     fig = diagrams.draw_gpt_block(4)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert "× 4\nblocks" in texts and sum("residual" in t for t in texts) == 2
+
+
+def test_serving_diagram_names_the_batch_size_and_the_validation():
+    fig = diagrams.draw_serving(32)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any("up to 32" in t for t in texts) and any("4xx" in t for t in texts)
+    assert fig.axes[0].get_title() == "A request's way through the service"
