@@ -1,0 +1,95 @@
+"""Chapter 7 (from model to product) under the smoke profile.
+
+The chapter has no branch that only the full profile takes (its profiles differ in budgets alone), so a
+full run shrunk by papermill parameters exercises no code that smoke does not; the note of issue 12 records
+one such run, measured by hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.fixture(scope="module")
+def results(run_chapter):
+    return run_chapter("07_model_to_product")
+
+
+def test_lora_trains_a_small_share_and_its_factors_reattach(results):
+    assert results["lora_max_difference"] < 1e-5
+    methods = results["adaptations"]
+    frozen, full, lora = methods["frozen"], methods["full"], methods["lora"]
+    assert frozen["trainable"] == 0 and full["trainable"] == full["total"]
+    assert 0 < lora["trainable_share"] < 0.05
+    # two float32 AdamW moments per trainable parameter
+    assert lora["optimizer_state_bytes"] == 8 * lora["trainable"]
+    assert full["optimizer_state_bytes"] == 8 * full["trainable"]
+    assert full["val_loss"] < frozen["val_loss"]  # even a few smoke steps move the loss
+    assert results["lora_reattach_difference"] < 1e-5
+    assert results["lora_file_ratio"] > 10  # the factors are far smaller than the weights
+
+
+def test_quantisation_matches_keras_and_shrinks_both_models(results):
+    check = results["quantization_check"]
+    assert check["same_integers"] and check["scale_difference"] < 1e-5
+    assert check["rounding_error"] <= 0.5 / 127 + 1e-6
+    rows = {(r["model"], r["format"]): r for r in results["compression"]}
+    gpt_float, gpt_int8, gpt_int4 = (rows["GPT", f"Keras {m}"] for m in ("float32", "int8", "int4"))
+    assert gpt_float["weight MB"] / gpt_int8["weight MB"] > 3.4
+    assert gpt_int8["weight MB"] > gpt_int4["weight MB"]
+    assert abs(gpt_int8["val loss"] - gpt_float["val loss"]) < 0.01 * gpt_float["val loss"]
+    assert gpt_int8["perplexity"] == pytest.approx(math.exp(gpt_int8["val loss"]))
+    cnn_float, cnn_int8 = rows["CNN", "Keras float32"], rows["CNN", "ONNX int8"]
+    assert cnn_float["weight MB"] / cnn_int8["weight MB"] > 3.4
+    assert abs(cnn_int8["test accuracy"] - cnn_float["test accuracy"]) < 0.02
+    assert rows["CNN", "ONNX float32"]["test accuracy"] == pytest.approx(cnn_float["test accuracy"], abs=1e-3)
+
+
+def test_exported_models_agree_with_keras(results):
+    runtimes = {(r["model"], r["runtime"]) for r in results["export"]}
+    assert runtimes == {("CNN", "SavedModel"), ("CNN", "ONNX float32"), ("GPT", "ONNX float32")}
+    assert all(r["max_abs_diff"] < 1e-4 and r["label_agreement"] == 1.0 for r in results["export"])
+    assert results["onnx_max_difference"] < 1e-4
+
+
+def test_service_validates_answers_everything_and_leaves_nothing(results):
+    service = results["serving"]
+    refusals = service["refusals"]
+    assert len(refusals) >= 6
+    assert all(400 <= r["status"] < 500 and r["field"] == r["expected_field"] for r in refusals)
+    for path, rows in service["sweeps"].items():
+        assert {r["mode"] for r in rows} == {"unbatched", "batched"}, path
+        assert all(r["sent"] == r["answered"] == r["ok"] > 0 and not r["errors"] for r in rows), path
+        assert all(r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] for r in rows), path
+    assert service["leftovers"] == []
+    pid = service["health"]["pid"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_decoding_costs_follow_the_bandwidth_formula(results):
+    assert 1e9 < results["memory_bandwidth"] < 1e12
+    assert all(r["measured tokens/s"] > 0 for r in results["decode"])
+    kv = {r["name"]: r for r in results["kv_cache"]}
+    assert kv["Llama 3 8B"]["KV kB per token"] == pytest.approx(131.072)  # 2 * 32 * 8 * 128 * 2 bytes
+    assert kv["Llama 2 7B"]["KV kB per token"] == pytest.approx(4 * 131.072)  # 32 KV heads instead of 8
+    for row in results["roofline"]:
+        assert row["batch 1"] < row["batch 16"] < row["batch 64"]
+    h100 = next(r for r in results["roofline"] if "H100" in r["GPU"])
+    # batch 1: about 3.35 TB/s over 16 GB of weights plus 2,048 tokens of cache
+    assert 150 < h100["batch 1"] < 230
+    assert results["prefill"]["speedup"] > 1
+
+
+def test_prices_and_break_even_are_consistent(results):
+    costs = results["costs"]
+    for row in costs:
+        assert row["USD per million"] == pytest.approx(row["price/h"] / (3600 * row["throughput/s"]) * 1e6)
+    even = results["break_even"]
+    assert even["volume_per_month"] == pytest.approx(even["fixed_usd_per_month"] * 1e6 / even["api_price"])
+    assert even["capacity_per_month"] > 0
+    assert 0 < results["chapter_seconds"] < 600
