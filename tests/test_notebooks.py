@@ -6,8 +6,12 @@ contract every chapter shares.
 
 from __future__ import annotations
 
+import configparser
+import re
+from pathlib import Path
+
 import pytest
-from conftest import toc_notebooks
+from conftest import EXECUTED, ROOT, toc_notebooks
 
 CHAPTERS = toc_notebooks()
 
@@ -25,3 +29,48 @@ def test_papermill_overrides_a_parameter(run_chapter):
     """Papermill's injected cell comes after the parameters cell, so an override wins over the profile default."""
     results = run_chapter(CHAPTERS[0].stem, SEED=7)
     assert results["seed"] == 7
+
+
+def _sanitizers() -> list[tuple[re.Pattern, str]]:
+    """The regex/replace pairs of tests/nbval_sanitize.cfg (nbval's format), in order."""
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).with_name("nbval_sanitize.cfg"))
+    return [(re.compile(parser[s]["regex"]), parser[s]["replace"]) for s in parser.sections()]
+
+
+def _checked_text(cell, sanitizers) -> list[str]:
+    """What nbval --nbval-lax compares for a checked cell, as text: each stream's text and each result's
+    text/plain, sanitised."""
+    texts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            text = f"{output.get('name')}: {output.get('text', '')}"
+        elif "data" in output and "text/plain" in output["data"]:
+            text = f"{output['output_type']}: {output['data']['text/plain']}"
+        else:
+            continue
+        for pattern, replacement in sanitizers:
+            text = pattern.sub(replacement, text)
+        texts.append(text)
+    return texts
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_checked_outputs_match_the_recorded_ones(run_chapter, notebook):
+    """nbval's regression check (`make nbval`), on the smoke run this session already made: every cell marked
+    NBVAL_CHECK_OUTPUT prints what the committed notebook recorded (after the same sanitising regexes). The
+    chapters are not executed a second time, which keeps `make test` within its budget."""
+    import nbformat
+
+    run_chapter(notebook.stem)
+    executed = nbformat.read(EXECUTED / notebook.relative_to(ROOT), as_version=4)
+    recorded = nbformat.read(notebook, as_version=4)
+    sanitizers = _sanitizers()
+    ran = {cell.get("id"): cell for cell in executed.cells}
+    checked = [cell for cell in recorded.cells if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in cell.source]
+    for cell in checked:
+        assert cell.get("id") in ran, f"{notebook.name}: checked cell {cell.get('id')} did not run"
+        expected = _checked_text(cell, sanitizers)
+        assert expected, f"{notebook.name}: checked cell {cell.get('id')} has no recorded output"
+        assert _checked_text(ran[cell.get("id")], sanitizers) == expected, f"{notebook.name}, cell {cell.get('id')}"
