@@ -21,9 +21,11 @@ them (chapter 8 does). Used in chapter 8; chapter 2 computes the FLOP
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import asdict, dataclass
+
+from .checks import fraction
+from .checks import positive as _positive
 
 SECONDS_PER_HOUR = 3600.0
 HOURS_PER_DAY = 24.0
@@ -78,17 +80,8 @@ PUBLISHED_RUNS = {
 """Two published runs for checking the calculator (both FLOP figures match notable_models_checked.csv)."""
 
 
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 def _fraction(name: str, value) -> float:
-    number = _positive(name, value)
-    if number > 1:
-        raise ValueError(f"{name} must be a fraction between 0 and 1 (0.4 means 40% of peak), got {value!r}")
-    return number
+    return fraction(name, value, "0.4 means 40% of peak")
 
 
 def accelerator(name_or_spec: str | Accelerator) -> Accelerator:

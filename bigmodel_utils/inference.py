@@ -23,14 +23,15 @@ token per pass). Used in chapter 7.
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .checks import positive as _positive
+from .checks import positive_int as _positive_int
 
 if TYPE_CHECKING:  # the gpt module imports Keras; the formulas here must not need it
     from .gpt import GPT, GPTConfig
@@ -95,20 +96,8 @@ GPUS = {
 
 
 # --------------------------------------------------------------------------------------
-# Argument checks
+# Looking up a GPU
 # --------------------------------------------------------------------------------------
-
-
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def gpu(name_or_spec: str | GPUSpec) -> GPUSpec:

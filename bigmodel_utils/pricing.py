@@ -26,6 +26,11 @@ import numbers
 import re
 from dataclasses import asdict, dataclass
 
+from .checks import fraction
+from .checks import non_negative as _non_negative
+from .checks import positive as _positive
+from .checks import positive_int as _positive_int
+
 HOURS_PER_MONTH = 730.0
 """Hours in an average month (365 x 24 / 12), the unit cloud providers bill monthly estimates in."""
 SECONDS_PER_HOUR = 3600.0
@@ -43,29 +48,8 @@ UNITS = {
 """The kinds of row in ``serving_prices.csv`` and the units each may use."""
 
 
-def _positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a number of at least 0, got {value!r}")
-    return float(value)
-
-
 def _fraction(name: str, value) -> float:
-    number = _positive(name, value)
-    if number > 1:
-        raise ValueError(f"{name} must be a fraction between 0 and 1 (0.5 means busy half the time), got {value!r}")
-    return number
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return fraction(name, value, "0.5 means busy half the time")
 
 
 # --------------------------------------------------------------------------------------

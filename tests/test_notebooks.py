@@ -41,17 +41,17 @@ def _sanitizers() -> list[tuple[re.Pattern, str]]:
 def _checked_text(cell, sanitizers) -> list[str]:
     """What nbval --nbval-lax compares for a checked cell, as text: each stream's text and each result's
     text/plain, sanitised."""
+    streams: dict[str, str] = {}  # nbval joins a cell's stream outputs by name: the chunks depend on timing
     texts = []
     for output in cell.get("outputs", []):
         if output.get("output_type") == "stream":
-            text = f"{output.get('name')}: {output.get('text', '')}"
+            name = output.get("name", "stdout")
+            streams[name] = streams.get(name, "") + output.get("text", "")
         elif "data" in output and "text/plain" in output["data"]:
-            text = f"{output['output_type']}: {output['data']['text/plain']}"
-        else:
-            continue
-        for pattern, replacement in sanitizers:
-            text = pattern.sub(replacement, text)
-        texts.append(text)
+            texts.append(f"{output['output_type']}: {output['data']['text/plain']}")
+    texts = [f"{name}: {text}" for name, text in sorted(streams.items())] + texts
+    for pattern, replacement in sanitizers:
+        texts = [pattern.sub(replacement, text) for text in texts]
     return texts
 
 
