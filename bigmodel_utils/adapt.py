@@ -24,6 +24,7 @@ import numpy as np
 
 from . import gpt as gpt_module
 from . import scaling
+from .checks import positive_int
 
 LORA_TARGETS = ("qkv", "out", "mlp_in", "mlp_out")
 """The Dense layers of each GPT block that LoRA adapts by default: the attention's
@@ -46,12 +47,6 @@ def lora_dense(x, kernel, bias, a, b, alpha: float):
     """
     rank = a.shape[1]
     return x @ kernel + bias + (alpha / rank) * ((x @ a) @ b)
-
-
-def _check_rank(rank) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    return int(rank)
 
 
 def lora_layers(model: gpt_module.GPT, targets=LORA_TARGETS) -> dict[str, keras.layers.Dense]:
@@ -80,7 +75,7 @@ def enable_lora(model: gpt_module.GPT, rank: int, targets=LORA_TARGETS, alpha=No
     scaled by 1). Returns ``model``; compile it afterwards. The frozen flags live on the
     variables, not in the saved model: save the factors with :func:`save_lora_weights`.
     """
-    rank = _check_rank(rank)
+    rank = positive_int("rank", rank)
     layers = lora_layers(model, targets)
     keras.utils.set_random_seed(seed)
     for layer in layers.values():
@@ -260,16 +255,6 @@ def absmax_quantize(weights: np.ndarray, axis: int = 0, bits: int = 8):
     scale = top / (np.max(np.abs(weights), axis=axis, keepdims=True) + keras.config.epsilon())
     q = np.clip(np.round(weights * scale), -top, top).astype("int8")
     return q, scale.astype("float32")
-
-
-def weight_bytes(model: keras.Model) -> int:
-    """Bytes of ``model``'s variables as stored: int8 one byte a value, packed int4
-    two values a byte (Keras stores them packed in int8), float32 four bytes."""
-    total = 0
-    for variable in model.weights:
-        size = int(np.prod(variable.shape))
-        total += size * np.dtype(keras.backend.standardize_dtype(variable.dtype)).itemsize
-    return total
 
 
 def quantized_copy(model: gpt_module.GPT, mode: str) -> gpt_module.GPT:

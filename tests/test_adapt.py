@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import adapt, gpt
+from bigmodel_utils import adapt, export, gpt
 
 CONFIG = gpt.GPTConfig(vocab_size=24, context=16, num_layers=2, num_heads=2, width=16)
 
@@ -127,7 +127,7 @@ def test_quantised_copies_shrink_and_stay_close(base):
     sizes, errors = {}, {}
     for mode in ("float32", "int8", "int4"):
         model = adapt.quantized_copy(base, mode)
-        sizes[mode] = adapt.weight_bytes(model)
+        sizes[mode] = export.keras_weight_bytes(model)
         errors[mode] = np.abs(logits(model, x) - reference).max() / np.abs(reference).max()
         # the cached decode step runs the quantised layers too
         cache = gpt.KVCache(model, len(x))
@@ -156,7 +156,7 @@ def test_gpt_generation_lora_and_int8_run_under_jax():
         """
         import numpy as np
         import keras
-        from bigmodel_utils import adapt, gpt
+        from bigmodel_utils import adapt, export, gpt
         assert keras.backend.backend() == "jax"
         model = gpt.build_gpt(gpt.GPTConfig(vocab_size=20, context=16, num_layers=1, num_heads=2, width=8), seed=0)
         cached = gpt.generate(model, np.array([1, 2, 3]), 6, seed=0)
