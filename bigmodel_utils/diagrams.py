@@ -341,3 +341,50 @@ def draw_serving(max_batch_size: int | str = "B"):
     ax.text(8.3, 3.3, "one replica (a process); Serve can run many, on many machines", ha="center", fontsize=8.5,
             color="0.3")
     return fig
+
+
+# ---------------------------------------------------------------------------
+# Chapter 6: one model on several devices
+# ---------------------------------------------------------------------------
+
+DEVICE_COLORS = ("#dbe9f6", "#fde0c5")  # device 0, device 1
+
+
+def draw_parallelism():
+    """Data, tensor and pipeline parallelism on two devices, side by side: what each device holds and
+    what they exchange. Returns the figure. Used in chapter 6."""
+    fig, ax = canvas(12.6, 4.6, "Three ways to split training across two devices", figsize=(11.5, 4.2))
+    panels = (
+        (0.1, "Data parallelism (ZeRO)", "all-reduce the gradients\nonce per step"),
+        (4.3, "Tensor parallelism", "combine partial results\ninside every layer"),
+        (8.5, "Pipeline parallelism", "pass activations between\nstages, micro-batch by micro-batch"),
+    )
+    for x, title, exchange in panels:
+        ax.text(x + 2.0, 4.15, title, ha="center", fontsize=10, fontweight="bold")
+        ax.text(x + 2.0, 0.15, exchange, ha="center", fontsize=8, color="0.3")
+        for device in range(2):
+            ax.text(x + 0.95 + 2.1 * device, 3.75, f"device {device}", ha="center", fontsize=8.5)
+    for device, color in enumerate(DEVICE_COLORS):  # data: a full copy each, half the batch each
+        left = 0.15 + 2.1 * device
+        box(ax, left, 3.0, 1.8, 0.5, f"batch half {device + 1}", color="#f2f2f2", fontsize=8)
+        box(ax, left, 1.1, 1.8, 1.6, "all layers,\nall weights\n(ZeRO: 1/2 of the\noptimizer state,\n"
+            "gradients, weights)", color=color, fontsize=7.5)
+        arrow(ax, (left + 0.9, 2.98), (left + 0.9, 2.72))
+    arrow(ax, (2.0, 1.9), (2.2, 1.9))
+    for device, color in enumerate(DEVICE_COLORS):  # tensor: every layer's matrices split in two
+        left = 4.35 + 2.1 * device
+        box(ax, left, 3.0, 1.8, 0.5, "the whole batch", color="#f2f2f2", fontsize=8)
+        for row, (name, what) in enumerate((("attention", "heads"), ("MLP", "units"))):
+            box(ax, left, 2.0 - 0.85 * row, 1.8, 0.65, f"{name}: half the\n{what} of each block",
+                color=color, fontsize=7.5)
+        arrow(ax, (left + 0.9, 2.98), (left + 0.9, 2.68))
+    arrow(ax, (6.2, 1.85), (6.4, 1.85))
+    for device, color in enumerate(DEVICE_COLORS):  # pipeline: half the layers each
+        left = 8.55 + 2.1 * device
+        box(ax, left, 3.0, 1.8, 0.5, ("micro-batches 1, 2, ..." if device == 0 else
+                                      "activations of stage 1"), color="#f2f2f2", fontsize=7.5)
+        box(ax, left, 1.1, 1.8, 1.6, f"blocks {device * 2 + 1} and {device * 2 + 2}\nof 4, all their\n"
+            "weights", color=color, fontsize=8)
+    arrow(ax, (10.4, 1.9), (10.6, 1.9), color="0.25")
+    arrow(ax, (9.45, 2.98), (9.45, 2.72))
+    return fig

@@ -32,7 +32,7 @@ def run_chapter(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("chapters")
 
     def run(stem: str, profile: str = "smoke", **parameters):
-        key = (stem, profile, tuple(sorted(parameters.items())))
+        key = (stem, profile, repr(sorted(parameters.items())))  # parameters may hold lists
         if key not in cache:
             notebook = CHAPTERS / f"{stem}.ipynb"
             tag = f"{stem}-{len(cache)}"

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.notebooks
 
 SHRUNK_FULL = dict(NUM_LAYERS=1, NUM_HEADS=2, WIDTH=32, CONTEXT=32, BATCH_SIZE=4, TRAIN_STEPS=4,
                    WARMUP_STEPS=1, EVAL_EVERY=2, EVAL_WINDOWS=4, TANG_STEPS=4, NUM_POEMS=4, BPE_VOCAB=280,
-                   BPE_TRAIN_CHARS=5000, KV_NEW_TOKENS=16, JIT_COMPILE=False)
+                   BPE_TRAIN_CHARS=5000, KV_NEW_TOKENS=16, JIT_COMPILE=False, SHARD_WIDTH=32, SHARD_STEPS=2)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,32 @@ def test_tang_model_samples_and_models_reload(results):
     assert [path.rsplit("/", 1)[-1] for path in results["saved_models"]] == ["shakespeare.keras", "tang.keras"]
 
 
+def test_sharded_gpt_learns_as_on_one_device_with_half_the_bytes(results):
+    sharding = results["sharding"]
+    assert sharding["backend"] == "jax" and len(sharding["devices"]) == 2
+    single = sharding["single_device"]["losses"]
+    assert len(single) >= 2 and single[-1] < single[0]  # it trains
+    for way in ("data_parallel", "model_parallel"):
+        assert max(abs(a - b) for a, b in zip(sharding[way]["losses"], single)) < 1e-4
+    assert sharding["largest_loss_difference"] < 1e-4
+    total = sharding["total_param_bytes"]
+    assert sharding["data_parallel"]["param_bytes_per_device"] == [total, total]  # replicated
+    for per_device in sharding["model_parallel"]["param_bytes_per_device"]:
+        assert 0.5 * total <= per_device <= 0.525 * total  # half, plus what stays whole
+
+
+def test_zero_memory_matches_the_paper_and_counts_devices(results):
+    assert [round(gb, 1) for gb in results["zero_worked_example_gb"]] == [120.0, 31.4, 16.6, 1.9]
+    table = {(r["model"], r["training"]): r for r in results["zero_memory"]}
+    assert table["GPT-3 175B", "plain"]["80 GB devices needed"] == "never"
+    assert table["GPT-3 175B", "ZeRO-3"]["80 GB devices needed"] == 35  # 16 x 175e9 bytes / 80 GB
+    assert table["Llama 3 70B", "ZeRO-3"]["80 GB devices needed"] == 14
+    assert table["GPT-3 175B", "ZeRO-3"]["GB per device on 64"] == pytest.approx(43.75)
+
+
 def test_full_profile_shrunk_runs_the_gpu_branches(run_chapter):
     results = run_chapter("06_language_models", profile="full", **SHRUNK_FULL)
     assert results["profile"] == "full"
     assert results["config"]["dropout"] == 0.2  # the full profile's regularisation is on
     assert results["config"]["width"] == 32 and results["shakespeare"]["steps"] == [2, 4]
+    assert len(results["sharding"]["model_parallel"]["losses"]) == 2  # the sharded section ran too

@@ -64,7 +64,8 @@ def test_hyperband_diagram_has_one_box_per_round_of_the_schedule():
 
 
 @pytest.mark.parametrize("draw", [diagrams.draw_computation_graph, diagrams.draw_tf_data_pipeline,
-                                  diagrams.draw_dp_sgd_step, diagrams.draw_grad_cam])
+                                  diagrams.draw_dp_sgd_step, diagrams.draw_grad_cam,
+                                  diagrams.draw_parallelism])
 def test_every_concept_diagram_has_a_title_and_stays_on_its_canvas(draw):
     fig = draw()
     ax = fig.axes[0]
@@ -90,3 +91,12 @@ def test_serving_diagram_names_the_batch_size_and_the_validation():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any("up to 32" in t for t in texts) and any("4xx" in t for t in texts)
     assert fig.axes[0].get_title() == "A request's way through the service"
+
+
+def test_parallelism_diagram_shows_three_ways_on_two_devices():
+    fig = diagrams.draw_parallelism()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    for way in ("Data parallelism (ZeRO)", "Tensor parallelism", "Pipeline parallelism"):
+        assert way in texts
+    assert texts.count("device 0") == 3 and texts.count("device 1") == 3
+    assert any("all-reduce the gradients" in t for t in texts)
