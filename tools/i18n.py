@@ -13,8 +13,12 @@ starts with a marker line that names the unit and the fingerprint of the English
 so that an edit of the English text makes its translation *stale* (the fingerprints differ), and a test names
 the page and the unit (``tests/test_i18n.py``).
 
-    python tools/i18n.py skeleton chapters/06_language_models   # write a skeleton to translate (new units only)
+    python tools/i18n.py skeleton chapters/06_language_models   # add new units (English text), drop removed ones
     python tools/i18n.py status                                  # what is missing, stale or untranslated
+    python tools/i18n.py accept chapters/06_language_models lm-04  # after revising a stale unit's translation
+
+A stale unit keeps the fingerprint of the English it was translated from; ``git log -p`` on the English page
+shows what changed. Revise the translation, then ``accept`` records the current English fingerprint.
 """
 
 from __future__ import annotations
@@ -156,6 +160,25 @@ def skeleton(page: str, language: str = "zh") -> Path:
     return path
 
 
+def accept(page: str, unit_ids: list[str], language: str = "zh") -> list[str]:
+    """Record the current English fingerprint for ``unit_ids`` of a page's translation (after revising
+    them); returns the units whose fingerprint changed."""
+    path = translation_path(page, language)
+    english = dict(units(page))
+    translated = read_translations(path)
+    known = {u.unit for u in translated}
+    for unit in unit_ids:
+        if unit not in english or unit not in known:
+            raise ValueError(f"unit must be a unit of both {page} and its translation, got {unit!r}")
+    changed = []
+    for u in translated:
+        if u.unit in unit_ids and u.en != fingerprint(english[u.unit]):
+            u.en = fingerprint(english[u.unit])
+            changed.append(u.unit)
+    write_translations(path, translated)
+    return changed
+
+
 def has_cjk(text: str) -> bool:
     return re.search(r"[\u4e00-\u9fff]", text) is not None
 
@@ -185,6 +208,9 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 1 and argv[0] == "skeleton":
         for page in argv[1:] or toc_files():
             print(skeleton(page).relative_to(ROOT))
+        return 0
+    if len(argv) >= 3 and argv[0] == "accept":
+        print("accepted:", " ".join(accept(argv[1], argv[2:])) or "nothing (already current)")
         return 0
     if argv == ["status"]:
         found = [line for page in toc_files() for line in problems(page)]
