@@ -7,9 +7,9 @@ tokens (Kaplan et al. 2020), and compute-optimal sizes from IsoFLOP curves (Hoff
   window.
 * :func:`fit_saturating_power_law` fits ``L(N) = E + A N^(-alpha)`` (least squares on log loss)
   and :func:`bootstrap_alpha` gives an interval for ``alpha`` by resampling validation windows.
-* :func:`isoflop_optimum` fits a parabola to loss against ``log10 N`` at one compute budget
-  ``C`` (training on ``D = C / 6N`` tokens) and returns the size, tokens and tokens per parameter
-  at its minimum; :func:`fit_optimal_size_exponent` fits ``N_opt ~ C^a`` across budgets.
+* :func:`isoflop_optimum` fits a parabola to loss against ``log10 N`` around the minimum at one
+  compute budget ``C`` (training on ``D = C / 6N`` tokens) and returns the size, tokens and tokens
+  per parameter at its vertex; :func:`fit_optimal_size_exponent` fits ``N_opt ~ C^a`` across budgets.
 
 Used in chapter 8 ("Compute").
 """
@@ -231,26 +231,31 @@ class IsoFlopOptimum:
 
 
 def isoflop_optimum(n, loss, budget: float) -> IsoFlopOptimum:
-    """Fit ``loss = a x^2 + b x + c`` with ``x = log10 N`` to the models trained with the same
-    ``budget`` (FLOP) and return its minimum. Where the parabola has no minimum among the sizes
-    trained (it bends downwards, or its vertex lies beyond the smallest or largest size), the
-    trained size with the lowest loss is returned, marked ``inside=False``: the optimum is at or
-    beyond that end, and extrapolating the parabola would only guess how far."""
+    """The compute-optimal size among models trained with the same ``budget`` (FLOP): a parabola
+    ``loss = a x^2 + b x + c`` in ``x = log10 N`` through the size of lowest loss and its two
+    neighbours, and its vertex.
+
+    Only the three sizes around the minimum are fitted, since a parabola describes an IsoFLOP
+    curve near its bottom, not across a wide range. Where the lowest loss is at the smallest or
+    largest size, the curve has no minimum among the sizes trained: that size is returned, marked
+    ``inside=False`` (the optimum is at or beyond it, and a parabola would only guess how far).
+    """
     n, loss = _check_points(n, loss)
     budget = checks.positive("budget", budget)
-    x = np.log10(n)
-    a, b, c = np.polyfit(x, loss, 2)
-    vertex = -b / (2 * a) if a > 0 else np.nan
-    inside = bool(a > 0 and x.min() <= vertex <= x.max())
+    order = np.argsort(n)
+    x, loss = np.log10(n[order]), loss[order]
+    best = int(np.argmin(loss))
+    inside = 0 < best < len(x) - 1
     if inside:
-        best_x, best_loss = vertex, c - b * b / (4 * a)
+        a, b, c = np.polyfit(x[best - 1:best + 2], loss[best - 1:best + 2], 2)
+        best_x, best_loss = -b / (2 * a), c - b * b / (4 * a)  # a > 0: the middle point is lowest
     else:
-        best_x, best_loss = x[np.argmin(loss)], loss.min()
+        best_x, best_loss = x[best], loss[best]
     best_n = 10.0**best_x
     tokens = budget / (6 * best_n)
     return IsoFlopOptimum(
         budget=float(budget), N=float(best_n), D=float(tokens),
-        tokens_per_parameter=float(tokens / best_n), loss=float(best_loss), inside=inside,
+        tokens_per_parameter=float(tokens / best_n), loss=float(best_loss), inside=bool(inside),
     )
 
 

@@ -42,13 +42,23 @@ def test_bootstrap_interval_covers_the_true_exponent_and_shrinks_with_more_windo
 
 
 def test_isoflop_optimum_is_the_vertex_of_the_parabola():
-    sizes = np.array([1e3, 3e3, 1e4, 3e4, 1e5])
+    sizes = np.array([1e5, 3e3, 1e4, 3e4, 1e3])  # in any order
     losses = 2.0 + 0.3 * (np.log10(sizes) - 3.7) ** 2  # minimum at N = 10**3.7
     optimum = scaling_laws.isoflop_optimum(sizes, losses, budget=6e12)
     assert optimum.N == pytest.approx(10**3.7, rel=1e-6) and optimum.inside
     assert optimum.loss == pytest.approx(2.0)
     assert optimum.D == pytest.approx(6e12 / (6 * 10**3.7))
     assert optimum.tokens_per_parameter == pytest.approx(optimum.D / optimum.N)
+
+
+def test_isoflop_optimum_fits_only_around_the_minimum():
+    sizes = np.array([1e3, 3e3, 1e4, 3e4, 1e5])
+    losses = np.array([3.0, 2.5, 2.45, 2.5, 4.0])  # the last point would drag a global parabola
+    optimum = scaling_laws.isoflop_optimum(sizes, losses, budget=1e12)
+    x = np.log10(sizes[1:4])
+    a, b, _ = np.polyfit(x, losses[1:4], 2)
+    assert optimum.inside and optimum.N == pytest.approx(10 ** (-b / (2 * a)))
+    assert 3e3 < optimum.N < 3e4 and optimum.loss <= 2.45
 
 
 @pytest.mark.parametrize(("losses", "best"), [([2.0, 2.5, 3.2], 0), ([2.0, 1.9, 1.5], 2), ([2.0, 1.8, 1.7], 2)])
