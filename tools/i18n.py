@@ -16,6 +16,8 @@ the page and the unit (``tests/test_i18n.py``).
     python tools/i18n.py skeleton chapters/06_language_models   # add new units (English text), drop removed ones
     python tools/i18n.py status                                  # what is missing, stale or untranslated
     python tools/i18n.py accept chapters/06_language_models lm-04  # after revising a stale unit's translation
+    python tools/i18n.py show chapters/06_language_models lm-04    # a unit's current English text
+    python tools/i18n.py check [PAGE...]   # status, plus glue, citations, links, formulas and code kept
 
 A stale unit keeps the fingerprint of the English it was translated from; ``git log -p`` on the English page
 shows what changed. Revise the translation, then ``accept`` records the current English fingerprint.
@@ -204,7 +206,66 @@ def problems(page: str, language: str = "zh") -> list[str]:
     return found
 
 
+# What a translation must carry over from the English unit unchanged: computed values, citations,
+# cross-references, link targets, the targets of glossary links, labels, formulas, code and directives.
+KEPT = {
+    "glued value": re.compile(r"\{glue(?::\w+)?\}`[^`]*`"),
+    "citation": re.compile(r"\{cite(?::\w+)?\}`[^`]*`"),
+    "cross-reference": re.compile(r"\{(?:numref|ref|doc|eq)\}`(?:[^`<]*<)?([^`>]+)>?`"),
+    "link target": re.compile(r"\]\(([^)\s]+)\)"),
+    "glossary target": re.compile(r"\{term\}`(?:[^`<]*<)?([^`>]+)>?`"),
+    "label": re.compile(r"^\([\w-]+\)=\s*$", re.M),
+    "display formula": re.compile(r"\$\$"),
+    "inline code": re.compile(r"``.+?``|`[^`\n]+`"),
+    "directive": re.compile(r"^\s*(?:`{3,}|:{3,})\{[\w-]+\}", re.M),
+}
+ROLE = re.compile(r"\{[\w:-]+\}`[^`]*`")
+
+
+def _kept(text: str, kind: str) -> list[str]:
+    text = re.sub(r"(?<![}`])`\{[\w:-]+\}`(?!`)", "`role`", text)  # a role's name quoted as code
+    if kind == "inline code":  # code spans other than the roles' arguments
+        text = re.sub(r"``.+?``", lambda m: m.group(0).replace("`", "\x00"), text)
+        found = KEPT[kind].findall(ROLE.sub("", text.replace("\x00\x00", "``")))
+        found = [f.replace("\x00", "`") for f in found]
+    else:
+        found = KEPT[kind].findall(re.sub(r"``.+?``", "", text))
+    if kind == "glossary target":
+        return [t.strip().lower() for t in found]
+    return [t.strip() for t in found]
+
+
+def structure_problems(page: str, language: str = "zh") -> list[str]:
+    """Units whose translation lost something that must stay as in English (see ``KEPT``): every glued
+    value, citation, link, code span... of the English unit must be in its translation, as often.
+    (A translation may add some, as the Chinese "Running this book" adds mirrors.)"""
+    path = translation_path(page, language)
+    if not path.is_file():
+        return []
+    english = dict(units(page))
+    found = []
+    for u in read_translations(path):
+        if u.unit not in english:
+            continue
+        for kind in KEPT:
+            got = _kept(u.text, kind)
+            lost = [item for item in _kept(english[u.unit], kind) if item not in got or got.remove(item)]
+            if lost:
+                found.append(f"{page}: unit {u.unit}: {kind} missing from the translation: {lost[:4]}")
+    return found
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "show":
+        english = dict(units(argv[1]))
+        for unit in argv[2:] or english:
+            print(f"--- {unit}\n{english[unit]}\n")
+        return 0
+    if len(argv) >= 1 and argv[0] == "check":
+        pages = argv[1:] or toc_files()
+        found = [line for page in pages for line in problems(page) + structure_problems(page)]
+        print("\n".join(found) or "every unit is translated, current and keeps the English structure")
+        return 1 if found else 0
     if len(argv) >= 1 and argv[0] == "skeleton":
         for page in argv[1:] or toc_files():
             print(skeleton(page).relative_to(ROOT))
