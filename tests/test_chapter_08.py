@@ -102,7 +102,7 @@ def test_explanations_cover_four_real_images(results):
     assert results["gradcam_shape"] == [4, 28, 28]
     assert 0.5 < results["explained_cnn_accuracy"] <= 1.0  # a trained model, not a random one
     # Completeness: the attributions sum to the logit difference, to within the Riemann sum's error
-    # (the unit test bounds it at 2% for 64 steps; smoke uses 64 too)
+    # (the unit test bounds it at 2% for 64 steps; the chapter uses 128)
     assert results["integrated_gradients_max_relative_error"] < 0.03
 
 
