@@ -21,10 +21,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-## make book: build the HTML book, executing every chapter (CPU: the quick profile, bundled data).
+## make book: build the HTML book, executing every chapter (CPU: the quick profile, bundled data), then
+## its Chinese edition into _build/html/zh/ from the same executed chapters (tools/translated_book.py).
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
-	@echo "Open _build/html/index.html"
+	$(BIN)/python tools/translated_book.py build --cache _build/.jupyter_cache --html _build/html/zh
+	@echo "Open _build/html/index.html (中文版: _build/html/zh/index.html)"
 
 ## make test: everything CI runs. The regression check on recorded outputs runs inside `notebooks`, on the
 ## chapters it has just executed (tests/test_notebooks.py); `make nbval` runs the same check with nbval itself,
@@ -51,9 +53,10 @@ nbval: $(STAMP)
 smoke-book: $(STAMP)
 	BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/smoke-artifacts $(BIN)/python tools/build_smoke_book.py
 
-# Debian packages the tests use: Chromium for the browser test, and the full Fashion-MNIST
-# (dataset-fashion-mnist) so the data tests exercise the full-set source too.
-SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist
+# Debian packages the tests use: Chromium for the browser test, the full Fashion-MNIST
+# (dataset-fashion-mnist) so the data tests exercise the full-set source too, and a font with
+# Chinese glyphs for figures (fonts-noto-cjk; plots.set_theme falls back to it).
+SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist fonts-noto-cjk
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -13,14 +13,70 @@ PALETTE = "colorblind"
 
 EPOCH_CREDIT = "Data: Epoch AI, 'Notable AI Models' (CC BY 4.0)"
 
+CJK_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+    "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei", "Noto Sans CJK JP",
+)
+"""Fonts with Chinese glyphs, in order of preference: Debian's fonts-noto-cjk first, then common system
+fonts of Windows and macOS."""
 
-def set_theme(context: str = "notebook") -> None:
-    """Apply the book's seaborn/matplotlib theme (white grid, colour-blind palette, 110 dpi)."""
+LANGUAGES = ("en", "zh")
+
+
+CJK_FILES = ("notosanscjk", "notosanssc", "sourcehansans", "wqy-", "msyh", "pingfang", "simhei")
+
+
+def cjk_font() -> str | None:
+    """The first installed font of :data:`CJK_FONTS`, or None.
+
+    Matplotlib lists the system's fonts once and caches the list, so a font installed later (``apt-get
+    install fonts-noto-cjk`` after a first plot) is missing from it: such files are found and added here.
+    """
+    from matplotlib import font_manager
+
+    def first() -> str | None:
+        installed = {font.name for font in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONTS if name in installed), None)
+
+    if first() is None:
+        for path in font_manager.findSystemFonts():
+            if any(key in path.lower().rsplit("/", 1)[-1] for key in CJK_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue  # an unreadable font file is skipped, as matplotlib's own scan does
+    return first()
+
+
+def set_theme(context: str = "notebook", language: str | None = None) -> None:
+    """Apply the book's seaborn/matplotlib theme (white grid, colour-blind palette, 110 dpi).
+
+    Latin text uses the theme's sans-serif font; characters it lacks (Chinese) fall back to the first installed
+    font of :data:`CJK_FONTS`, so Tang poems and Chinese labels render in either edition. ``language``
+    (default: the ``BOOK_LANGUAGE`` environment variable, else ``"en"``) set to ``"zh"`` warns when no such
+    font is installed, since Chinese labels would then show as empty boxes.
+    """
+    import os
+    import warnings
+
     import seaborn as sns
 
     if context not in ("paper", "notebook", "talk"):
         raise ValueError(f"context must be paper, notebook or talk, got {context!r}")
+    language = language or os.environ.get("BOOK_LANGUAGE", "en")
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     sns.set_theme(context=context, style="whitegrid", palette=PALETTE)
+    cjk = cjk_font()
+    if cjk is not None:
+        # Matplotlib falls back glyph by glyph along font.family (not within the sans-serif list).
+        matplotlib.rcParams["font.family"] = ["sans-serif", cjk]
+    elif language == "zh":
+        warnings.warn(
+            "no font with Chinese glyphs is installed, so Chinese text in figures shows as boxes: install "
+            "one of " + ", ".join(CJK_FONTS[:3]) + " (Debian/Ubuntu: apt-get install fonts-noto-cjk)",
+            stacklevel=2,
+        )
     matplotlib.rcParams.update(
         {
             "figure.figsize": (7.0, 4.2),

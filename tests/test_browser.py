@@ -1,8 +1,9 @@
 """The built book in a real browser: headless Debian Chromium over a local HTTP server.
 
 Run by `make browser` (part of `make test`) against the book built under the smoke profile
-(`BOOK_HTML`, default `_build/html`). All network access except 127.0.0.1 is cut inside the browser, so
-this also proves that formulas typeset offline. A screenshot of every page goes to _build/screenshots/.
+(`BOOK_HTML`, default `_build/html`), both editions: English at the root and Chinese under zh/. All
+network access except 127.0.0.1 is cut inside the browser, so this also proves that formulas typeset
+offline. A screenshot of every page goes to _build/screenshots/ (the Chinese ones to _build/screenshots/zh/).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ BOOK_HTML = ROOT / os.environ.get("BOOK_HTML", "_build/html")  # absolute paths 
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PAGES = toc_files()
+EDITIONS = {"": "zh/", "zh/": "../"}  # each edition's folder, and where the other one is from there
+EDITION_PAGES = [(edition, page) for edition in EDITIONS for page in PAGES]
+EDITION_IDS = [f"{edition or 'en/'}{page}" for edition, page in EDITION_PAGES]
 
 # Text left in the page (outside code) that means a formula was not typeset.
 RAW_MATH = ("$$", "\\(", "\\[", "\\begin{")
+# MyST markup that would show in the text if a translation broke a role or a directive.
+RAW_MARKUP = ("{glue", "{term}", "{cite", "{doc}", "{numref}", ":::", "```", "<!-- i18n")
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +96,10 @@ return copy.innerText;
 """
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_renders(server, browser, page):
+@pytest.mark.parametrize(("edition", "page"), EDITION_PAGES, ids=EDITION_IDS)
+def test_page_renders(server, browser, edition, page):
     browser.get_log("browser")  # drop messages from earlier pages
-    browser.get(urljoin(server, f"{page}.html"))
+    browser.get(urljoin(server, f"{edition}{page}.html"))
     _wait_for_mathjax(browser)
 
     math_nodes = browser.execute_script("return document.querySelectorAll('.math, div.math, span.math').length")
@@ -104,6 +110,11 @@ def test_page_renders(server, browser, page):
     prose = browser.execute_script(PROSE_TEXT)
     leftovers = [token for token in RAW_MATH if token in prose]
     assert not leftovers, f"{page}: raw math left in the text: {leftovers}"
+    markup = [token for token in RAW_MARKUP if token in prose]
+    assert not markup, f"{edition}{page}: raw markup left in the text: {markup}"
+    if edition:
+        cjk = browser.execute_script("return (document.querySelector('article') || document.body).innerText")
+        assert sum("\u4e00" <= ch <= "\u9fff" for ch in cjk) > 50, f"{edition}{page}: hardly any Chinese"
 
     # The book's own images must load. External ones (the Colab badge) cannot load with the network cut,
     # so they must at least carry alt text that says what they are.
@@ -125,10 +136,10 @@ def test_page_renders(server, browser, page):
     )
     assert not unlabelled, f"{page}: figures without alt text: {unlabelled}"
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / edition).mkdir(parents=True, exist_ok=True)
     height = browser.execute_script("return Math.min(document.body.scrollHeight, 12000)")
     browser.set_window_size(1280, max(height, 800))
-    browser.save_screenshot(str(SCREENSHOTS / f"{page.replace('/', '__')}.png"))
+    browser.save_screenshot(str(SCREENSHOTS / edition / f"{page.replace('/', '__')}.png"))
     browser.set_window_size(1280, 1600)
 
     # External resources fail to resolve because the test cuts the network; anything else is an error.
@@ -140,8 +151,8 @@ def test_page_renders(server, browser, page):
     assert not console, f"{page}: console errors: {[e['message'] for e in console]}"
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_internal_links_resolve(page):
+@pytest.mark.parametrize(("edition", "page"), EDITION_PAGES, ids=EDITION_IDS)
+def test_internal_links_resolve(edition, page):
     from html.parser import HTMLParser
 
     class Links(HTMLParser):
@@ -156,9 +167,13 @@ def test_internal_links_resolve(page):
             if tag == "a" and attrs.get("href"):
                 self.hrefs.append(attrs["href"])
 
-    source = BOOK_HTML / f"{page}.html"
+    source = BOOK_HTML / f"{edition}{page}.html"
     parser = Links()
     parser.feed(source.read_text())
+    # The link to the same page in the other edition (_ext/book_html.py), which must exist.
+    other = (BOOK_HTML / edition / EDITIONS[edition] / f"{page}.html").resolve()
+    to_other = [h for h in parser.hrefs if (source.parent / unquote(urlparse(h).path)).resolve() == other]
+    assert to_other, f"{edition}{page}: no link to {other.relative_to(BOOK_HTML.resolve())}"
     missing = []
     for href in parser.hrefs:
         url = urlparse(href)
@@ -186,3 +201,18 @@ def test_search_finds_a_known_term(server, browser):
     )
     hits = [a.get_attribute("href") or "" for a in browser.find_elements(By.CSS_SELECTOR, "#search-results li a")]
     assert any("04_cnn_on_gpu" in href for href in hits), f"search for 'dropout' missed chapter 4: {hits}"
+
+
+def test_chinese_search_finds_a_known_term(server, browser):
+    """Sphinx's Chinese search (words cut by jieba) finds chapter 6 for 注意力 (attention)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(urljoin(server, "zh/search.html?q=注意力"))
+    WebDriverWait(browser, 60).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#search-results p.search-summary")
+        and "Searching" not in d.find_element(By.CSS_SELECTOR, "#search-results h2").text
+        and "搜索中" not in d.find_element(By.CSS_SELECTOR, "#search-results h2").text
+    )
+    hits = [a.get_attribute("href") or "" for a in browser.find_elements(By.CSS_SELECTOR, "#search-results li a")]
+    assert any("06_language_models" in href for href in hits), f"search for 注意力 missed chapter 6: {hits}"

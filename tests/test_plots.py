@@ -37,3 +37,27 @@ def test_learning_curves_plot_training_and_validation():
     with pytest.raises(ValueError, match="metrics"):
         plots.learning_curves({"auc": [0.5]})
     plt.close(fig)
+
+
+def test_chinese_text_renders_with_a_cjk_font_and_no_missing_glyphs(recwarn):
+    """`make test` installs Debian's fonts-noto-cjk: matplotlib must find it, and drawing Chinese next to
+    Latin text must not warn of a missing glyph (the warning matplotlib gives before drawing a box)."""
+    plots.set_theme(language="zh")
+    font = plots.cjk_font()
+    assert font is not None, "no CJK font found: install fonts-noto-cjk (make system-deps)"
+    assert matplotlib.rcParams["font.family"] == ["sans-serif", font]
+    fig, ax = plt.subplots()
+    plots.label(ax, "注意力权重 (attention)", "位置", "损失 / nat")
+    fig.canvas.draw()
+    plt.close(fig)
+    missing = [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
+    assert not missing, missing
+    with pytest.raises(ValueError, match="language must be one of en, zh, got 'fr'"):
+        plots.set_theme(language="fr")
+
+
+def test_without_a_cjk_font_the_chinese_theme_warns(monkeypatch):
+    monkeypatch.setattr(plots, "CJK_FONTS", ("No Such Font SC",))
+    with pytest.warns(UserWarning, match="fonts-noto-cjk"):
+        plots.set_theme(language="zh")
+    plots.set_theme()  # English: no warning, and the theme stays usable

@@ -4,6 +4,8 @@
 the executed notebooks under _build/executed/). When those are complete and newer than their sources,
 this script renders them as they are (execution off) instead of running every chapter a third time;
 otherwise it builds normally, executing each chapter under smoke. Warnings are errors either way.
+The Chinese edition follows into _build/smoke/_build/html/zh/, with the same outputs
+(tools/translated_book.py).
 
     python tools/build_smoke_book.py
 """
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import translated_book
 import yaml
 from book import ROOT, toc_notebooks
 
@@ -42,6 +45,15 @@ def jupyter_book(source: Path) -> int:
 
 
 def main() -> int:
+    code = build_english()
+    if code != 0:
+        return code
+    executed = EXECUTED if executed_copies_are_fresh() else None
+    cache = None if executed else OUTPUT / "_build" / ".jupyter_cache"
+    return translated_book.build("zh", OUTPUT / "_build" / "html" / "zh", executed, cache, work=OUTPUT / "zh")
+
+
+def build_english() -> int:
     if not executed_copies_are_fresh():
         print("build_smoke_book: no fresh executed chapters in _build/executed; executing every chapter (smoke)")
         return jupyter_book(ROOT)

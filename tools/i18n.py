@@ -230,6 +230,8 @@ def _kept(text: str, kind: str) -> list[str]:
         found = [f.replace("\x00", "`") for f in found]
     else:
         found = KEPT[kind].findall(re.sub(r"``.+?``", "", text))
+    if kind == "glued value":  # a glued string of words may be replaced by its twin in Chinese, name_zh
+        found = [re.sub(r"_zh(?=[:`])", "", f) for f in found]
     if kind == "glossary target":
         return [t.strip().lower() for t in found]
     return [t.strip() for t in found]
