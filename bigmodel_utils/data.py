@@ -32,6 +32,12 @@ FASHION_MNIST_CLASSES = (
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
+CLASS_NAMES_ZH = dict(zip(
+    FASHION_MNIST_CLASSES + CIFAR10_CLASSES,
+    ("T 恤/上衣", "裤子", "套衫", "连衣裙", "外套", "凉鞋", "衬衫", "运动鞋", "包", "短靴",
+     "飞机", "汽车", "鸟", "猫", "鹿", "狗", "青蛙", "马", "船", "卡车"),
+))
+"""Chinese names of the classes (those of d2l-zh for Fashion-MNIST), for the Chinese edition's prose."""
 
 # The four upstream IDX files and the SHA-256 of their decoded arrays (the
 # payload after the IDX header). Hashing the arrays rather than the .gz files

@@ -149,3 +149,12 @@ def test_book_files_match_their_recorded_hashes_and_download_is_verified(monkeyp
     monkeypatch.setattr("urllib.request.urlopen", fake_urlopen(good))
     assert data.book_file(filename, expected).read_bytes() == good
     assert requested[-1].startswith("https://raw.githubusercontent.com/") and requested[-1].endswith(filename)
+
+
+def test_every_class_has_a_chinese_name_for_the_chinese_edition():
+    from bigmodel_utils import data as book_data
+
+    names = book_data.FASHION_MNIST_CLASSES + book_data.CIFAR10_CLASSES
+    assert set(book_data.CLASS_NAMES_ZH) == set(names)
+    assert len(set(book_data.CLASS_NAMES_ZH.values())) == len(names)  # no two classes share a name
+    assert book_data.CLASS_NAMES_ZH["Ankle boot"] == "短靴"

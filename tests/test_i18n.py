@@ -104,3 +104,23 @@ def test_edition_links_point_to_the_same_page_both_ways():
     assert book_html.edition_href("chapters/appendix/faq", "zh/") == "../../zh/chapters/appendix/faq.html"
     # From zh/chapters/06_language_models.html back to chapters/06_language_models.html:
     assert book_html.edition_href("chapters/06_language_models", "../") == "../../chapters/06_language_models.html"
+
+
+def test_executed_english_chapters_come_from_the_english_builds_jupyter_cache(tmp_path):
+    """`make book` hands the Chinese build the outputs Jupyter Book cached for the English chapter, found by
+    its code (as Jupyter Book finds them); a chapter the cache lacks stops the build with a clear message."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    page = "chapters/02_core_concepts"
+    executed = nbformat.read(ROOT / f"{page}.ipynb", as_version=4)
+    code = next(cell for cell in executed.cells if cell.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran in the English build\n")]
+    cache = tmp_path / "cache"
+    get_cache(str(cache)).cache_notebook_bundle(CacheBundleIn(executed, uri="x.ipynb"), check_validity=False)
+    found = translated_book.executed_english(page, None, cache)
+    first = next(cell for cell in found["cells"] if cell["cell_type"] == "code")
+    assert "".join(first["outputs"][0]["text"]) == "ran in the English build\n"
+    with pytest.raises(SystemExit, match="chapters/03_math_from_scratch is not in the jupyter-cache"):
+        translated_book.executed_english("chapters/03_math_from_scratch", None, cache)

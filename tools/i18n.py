@@ -216,7 +216,7 @@ KEPT = {
     "glossary target": re.compile(r"\{term\}`(?:[^`<]*<)?([^`>]+)>?`"),
     "label": re.compile(r"^\([\w-]+\)=\s*$", re.M),
     "display formula": re.compile(r"\$\$"),
-    "inline code": re.compile(r"``.+?``|`[^`\n]+`"),
+    "inline code": re.compile(r"``.+?``|`(?:[^`\n]|\n(?!\s*\n))+`"),  # a span may wrap a line
     "directive": re.compile(r"^\s*(?:`{3,}|:{3,})\{[\w-]+\}", re.M),
 }
 ROLE = re.compile(r"\{[\w:-]+\}`[^`]*`")
@@ -225,9 +225,10 @@ ROLE = re.compile(r"\{[\w:-]+\}`[^`]*`")
 def _kept(text: str, kind: str) -> list[str]:
     text = re.sub(r"(?<![}`])`\{[\w:-]+\}`(?!`)", "`role`", text)  # a role's name quoted as code
     if kind == "inline code":  # code spans other than the roles' arguments
+        text = re.sub(r"^\s*`{3,}.*$", "", text, flags=re.M)  # fence lines are not spans
         text = re.sub(r"``.+?``", lambda m: m.group(0).replace("`", "\x00"), text)
         found = KEPT[kind].findall(ROLE.sub("", text.replace("\x00\x00", "``")))
-        found = [f.replace("\x00", "`") for f in found]
+        found = [re.sub(r"\s*\n\s*", " ", f.replace("\x00", "`")) for f in found]
     else:
         found = KEPT[kind].findall(re.sub(r"``.+?``", "", text))
     if kind == "glued value":  # a glued string of words may be replaced by its twin in Chinese, name_zh

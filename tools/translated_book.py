@@ -30,6 +30,7 @@ from book import ROOT, toc_files
 EDITIONS = {
     "zh": {
         "title": "大模型实践",
+        "author": "《大模型实践》作者团队",
         "sphinx_language": "zh_CN",
         "captions": {
             "Getting started": "入门",
@@ -159,7 +160,7 @@ def write_source(language: str, target: Path, executed: Path | None, cache: Path
         shutil.copytree(ROOT / name, target / name)
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["title"] = edition["title"]
+    config["title"], config["author"] = edition["title"], edition["author"]
     config["execute"]["execute_notebooks"] = "off"
     config["repository"]["path_to_book"] = language  # launch buttons open zh/chapters/*.ipynb
     config["html"]["use_edit_page_button"] = False  # the page is generated; edits go to locales/
