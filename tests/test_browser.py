@@ -11,12 +11,16 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 from conftest import ROOT, toc_files
+
+sys.path.insert(0, str(ROOT / "tools"))
+from translated_book import EDITIONS as _editions  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +29,7 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PAGES = toc_files()
 EDITIONS = {"": "zh/", "zh/": "../"}  # each edition's folder, and where the other one is from there
+IN_PROGRESS = _editions["zh"]["in_progress"]  # Chinese pages still shown partly in English
 EDITION_PAGES = [(edition, page) for edition in EDITIONS for page in PAGES]
 EDITION_IDS = [f"{edition or 'en/'}{page}" for edition, page in EDITION_PAGES]
 
@@ -112,7 +117,7 @@ def test_page_renders(server, browser, edition, page):
     assert not leftovers, f"{page}: raw math left in the text: {leftovers}"
     markup = [token for token in RAW_MARKUP if token in prose]
     assert not markup, f"{edition}{page}: raw markup left in the text: {markup}"
-    if edition:
+    if edition and page not in IN_PROGRESS:
         cjk = browser.execute_script("return (document.querySelector('article') || document.body).innerText")
         assert sum("\u4e00" <= ch <= "\u9fff" for ch in cjk) > 50, f"{edition}{page}: hardly any Chinese"
 
@@ -215,4 +220,6 @@ def test_chinese_search_finds_a_known_term(server, browser):
         and "搜索中" not in d.find_element(By.CSS_SELECTOR, "#search-results h2").text
     )
     hits = [a.get_attribute("href") or "" for a in browser.find_elements(By.CSS_SELECTOR, "#search-results li a")]
-    assert any("06_language_models" in href for href in hits), f"search for 注意力 missed chapter 6: {hits}"
+    # Chapter 6 is where attention is taught; while its translation is unfinished, the glossary's entry.
+    page = "glossary" if "chapters/06_language_models" in IN_PROGRESS else "06_language_models"
+    assert any(page in href for href in hits), f"search for 注意力 missed {page}: {hits}"

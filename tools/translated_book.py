@@ -42,6 +42,11 @@ EDITIONS = {
         },
         # The toggles of hidden code cells (myst-nb's labels are English).
         "sphinx": {"nb_code_prompt_show": "显示代码单元格", "nb_code_prompt_hide": "隐藏代码单元格"},
+        # Pages whose translation is still being written: they are published in English under a note
+        # saying so, and tests/test_i18n.py checks that each is really unfinished (so the list shrinks).
+        "in_progress": {"chapters/06_language_models", "chapters/07_model_to_product"},
+        "in_progress_note": "```{note}\n本章的中文翻译尚在进行中，下文中未译的段落暂以英文原文显示。"
+                            "代码与运行结果和英文版完全相同。\n```",
         # The link each page of this edition carries to the same page in English.
         "edition_link": {"prefix": "../", "label": "English edition", "lang": "en"},
     }
@@ -92,6 +97,10 @@ def translate_notebook(nb: dict, page: str, language: str) -> tuple[dict, list[s
             unit = f"{cell['id']}.{suffix}"
             if key in mystnb.get(group, {}) and unit in current:
                 mystnb[group][key] = current[unit]
+    if page in EDITIONS[language]["in_progress"]:
+        first = nb["cells"][0]
+        title, _, rest = "".join(first["source"]).partition("\n")
+        first["source"] = _source_lines(f"{title}\n\n{EDITIONS[language]['in_progress_note']}\n{rest}")
     nb.setdefault("metadata", {})["book_translation"] = {"language": language, "source": f"{page}.ipynb"}
     return nb, fallback
 
