@@ -20,7 +20,7 @@ from pathlib import Path
 
 import translated_book
 import yaml
-from book import ROOT, toc_notebooks
+from book import ROOT, fresh_copy, toc_notebooks
 
 EXECUTED = ROOT / "_build" / "executed"
 SOURCE_COPY = ROOT / "_build" / "smoke-src"
@@ -58,12 +58,7 @@ def build_english() -> int:
         print("build_smoke_book: no fresh executed chapters in _build/executed; executing every chapter (smoke)")
         return jupyter_book(ROOT)
     print("build_smoke_book: rendering the chapters `make notebooks` executed (_build/executed), execution off")
-    shutil.rmtree(SOURCE_COPY, ignore_errors=True)
-    SOURCE_COPY.mkdir(parents=True)
-    for name in BOOK_FILES:
-        shutil.copy2(ROOT / name, SOURCE_COPY / name)
-    for name in BOOK_DIRS:
-        shutil.copytree(ROOT / name, SOURCE_COPY / name)
+    fresh_copy(SOURCE_COPY, BOOK_FILES, BOOK_DIRS)
     for notebook in EXECUTED.rglob("*.ipynb"):
         shutil.copy2(notebook, SOURCE_COPY / notebook.relative_to(EXECUTED))
     config = yaml.safe_load((ROOT / "_config.yml").read_text())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import i18n
 import yaml
-from book import ROOT, toc_files
+from book import ROOT, fresh_copy, toc_files
 
 EDITIONS = {
     "zh": {
@@ -161,12 +161,7 @@ def executed_english(page: str, executed: Path | None, cache: Path | None) -> di
 def write_source(language: str, target: Path, executed: Path | None, cache: Path | None) -> list[str]:
     """Write the translated book's source folder; returns one line per page with units left in English."""
     edition = EDITIONS[language]
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for name in BOOK_FILES:
-        shutil.copy2(ROOT / name, target / name)
-    for name in BOOK_DIRS:
-        shutil.copytree(ROOT / name, target / name)
+    fresh_copy(target, BOOK_FILES, BOOK_DIRS)
 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["title"], config["author"] = edition["title"], edition["author"]
