@@ -44,7 +44,7 @@ EDITIONS = {
         "sphinx": {"nb_code_prompt_show": "显示代码单元格", "nb_code_prompt_hide": "隐藏代码单元格"},
         # Pages whose translation is still being written: they are published in English under a note
         # saying so, and tests/test_i18n.py checks that each is really unfinished (so the list shrinks).
-        "in_progress": {"chapters/06_language_models"},
+        "in_progress": set(),
         "in_progress_note": "```{note}\n本章的中文翻译尚在进行中，下文中未译的段落暂以英文原文显示。"
                             "代码与运行结果和英文版完全相同。\n```",
         # The link each page of this edition carries to the same page in English.
