@@ -24,7 +24,7 @@ import numpy as np
 
 from . import gpt as gpt_module
 from . import scaling
-from .checks import positive_int
+from .validation import positive_int
 
 LORA_TARGETS = ("qkv", "out", "mlp_in", "mlp_out")
 """The Dense layers of each GPT block that LoRA adapts by default: the attention's

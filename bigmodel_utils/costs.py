@@ -21,11 +21,10 @@ them (chapter 8 does). Used in chapter 8; chapter 2 computes the FLOP
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 
-from .checks import fraction
-from .checks import positive as _positive
+from .validation import check_int, fraction
+from .validation import positive as _positive
 
 SECONDS_PER_HOUR = 3600.0
 HOURS_PER_DAY = 24.0
@@ -117,8 +116,7 @@ def implied_utilization(training_flop, gpu_hours_used, peak_flops) -> float:
 
 def training_days(gpu_hours_needed, num_gpus) -> float:
     """Wall-clock days for ``gpu_hours_needed`` spread evenly over ``num_gpus`` accelerators."""
-    if isinstance(num_gpus, bool) or not isinstance(num_gpus, numbers.Integral) or num_gpus < 1:
-        raise ValueError(f"num_gpus must be a positive integer, got {num_gpus!r}")
+    num_gpus = check_int("num_gpus", num_gpus, minimum=1)
     return _positive("gpu_hours_needed", gpu_hours_needed) / int(num_gpus) / HOURS_PER_DAY
 
 

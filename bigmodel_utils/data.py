@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .validation import check_choice, check_int
+
 DATASETS = ("fashion_mnist", "digits", "cifar10")
 """Names accepted by :func:`load_dataset`."""
 
@@ -337,17 +339,12 @@ def check_image_size(image_size: int | None, min_size: int = 1) -> int | None:
     """Validate a square image size in pixels; None means "keep the native size"."""
     if image_size is None:
         return None
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-        raise ValueError(f"image_size must be an integer number of pixels, got {image_size!r}")
-    if not min_size <= image_size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"image_size must be between {min_size} and {MAX_IMAGE_SIZE} pixels, got {image_size}")
-    return int(image_size)
+    return check_int("image_size", image_size, minimum=min_size, maximum=MAX_IMAGE_SIZE)
 
 
-def _check_channels(channels: int | None) -> int | None:
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    return channels
+def check_channels(channels: int | None) -> int | None:
+    """Validate a channel count: 1 (grey), 3 (colour) or None (keep the images' own)."""
+    return check_choice("channels", channels, (None, 1, 3))
 
 
 def prepare_images(images: np.ndarray, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
@@ -356,7 +353,7 @@ def prepare_images(images: np.ndarray, image_size: int | None = None, channels: 
     The plain NumPy path, for any Keras backend: returns (N, S, S, C) float32.
     """
     image_size = check_image_size(image_size)
-    channels = _check_channels(channels)
+    channels = check_channels(channels)
     x = np.asarray(images, dtype=np.float32) / 255.0
     if x.ndim == 3:
         x = x[..., None]
@@ -373,61 +370,4 @@ def prepare_images(images: np.ndarray, image_size: int | None = None, channels: 
 
 def check_batch_size(batch_size) -> int:
     """Validate a batch size: a positive integer."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-def make_tf_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    image_size: int | None = None,
-    channels: int | None = None,
-    shuffle: bool = False,
-    seed: int = 0,
-    cache: bool = True,
-    augment=None,
-    prefetch: bool = True,
-):
-    """Build a ``tf.data`` pipeline: cache raw uint8, shuffle, batch, scale/resize per batch, prefetch.
-
-    The raw uint8 images are cached, not the resized floats: 60,000 images at
-    224x224x3 in float32 would need 36 GB, while resizing a batch on the fly
-    is cheap. ``augment`` (a Keras layer) runs in the pipeline's ``map``, outside
-    the model, so it cannot switch XLA off for the model; it runs one batch at a
-    time, so a seeded run draws the same flips and shifts every time. Returns a dataset of
-    (float32 images (B, S, S, C), int labels (B,)). Used in chapters 4, 5 and 8.
-    """
-    import tensorflow as tf
-
-    image_size = check_image_size(image_size)
-    channels = _check_channels(channels)
-    batch_size = check_batch_size(batch_size)
-    if len(images) != len(labels):
-        raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
-
-    def preprocess(x, y):
-        x = tf.cast(x, tf.float32) / 255.0
-        if x.shape.rank == 3:
-            x = x[..., None]
-        if image_size is not None and tuple(x.shape[1:3]) != (image_size, image_size):
-            x = tf.image.resize(x, (image_size, image_size))
-        if channels is not None and x.shape[-1] != channels:
-            x = tf.repeat(x, channels, axis=-1) if x.shape[-1] == 1 else tf.reduce_mean(x, -1, keepdims=True)
-        return x, y
-
-    def augment_batch(x, y):
-        return augment(x, training=True), y
-
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if cache:
-        ds = ds.cache()  # raw uint8: 60,000 Fashion-MNIST images take 47 MB
-    if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        # One batch at a time: the augmentation layers draw from a stateful seed generator, and
-        # parallel calls would take its numbers in a different order on every run.
-        ds = ds.map(augment_batch)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+    return check_int("batch_size", batch_size, minimum=1)

@@ -135,7 +135,7 @@ def draw_computation_graph():
 
 
 def draw_tf_data_pipeline():
-    """The ``tf.data`` input pipeline of ``data.make_tf_dataset``, stage by stage, and where it runs.
+    """The ``tf.data`` input pipeline of ``tensorflow_only.make_tf_dataset``, stage by stage, and where it runs.
 
     Returns the figure. Used in chapter 4.
     """

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .validation import check_int
+
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 _CONV_TYPES = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
 
@@ -90,14 +92,16 @@ def _gradient_of_sum(function, values):
     """(f(values), d sum(f(values)) / d values) with the backend's autodiff; ``function`` returns (N,)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        tensor = tf.convert_to_tensor(values)
-        with tf.GradientTape() as tape:
-            tape.watch(tensor)
-            scores = function(tensor)
-            total = tf.reduce_sum(scores)
-        return ops.convert_to_numpy(scores), ops.convert_to_numpy(tape.gradient(total, tensor))
+        kept = {}
+
+        def total(tensor):
+            kept["scores"] = function(tensor)
+            return ops.sum(kept["scores"])
+
+        _, grads = tensorflow_only.value_and_grad(total, values)
+        return ops.convert_to_numpy(kept["scores"]), ops.convert_to_numpy(grads)
     if backend == "jax":
         import jax
 
@@ -178,8 +182,7 @@ def integrated_gradients(model: keras.Model, images, class_index, baseline=None,
     ``score(x) - score(x')``; more steps make the sum closer.
     """
     x = _check_images(images)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = check_int("steps", steps, minimum=1)
     base = np.zeros_like(x[0]) if baseline is None else np.asarray(baseline, dtype="float32")
     if base.shape != x.shape[1:]:
         raise ValueError(f"baseline must have the shape of one image {x.shape[1:]}, got {base.shape}")

@@ -19,7 +19,8 @@ JAX 0.10.2):
 * ``export_saved_model`` needs the TensorFlow backend (Keras traces the model into a ``tf.function``).
 * ``export_onnx`` under TensorFlow goes through tf2onnx: opset 15 by default, batch normalisation folded into
   the convolutions, outputs within about 1e-6 of Keras. The GPT of chapter 6 converts too, at a fixed context
-  length, once tf2onnx is taught TensorFlow's ``Erfc`` op (done here, see :func:`_teach_tf2onnx_erfc`).
+  length, once tf2onnx is taught TensorFlow's ``Erfc`` op
+  (:func:`bigmodel_utils.tensorflow_only.teach_tf2onnx_erfc` does it).
 * Under JAX, Keras hands the model to the separate ``jax2onnx`` package, which the book does not install (it
   brings flax, equinox, optax, orbax and huggingface-hub with it). With jax2onnx 0.17.1 the CNN converts
   (opset 23) but ONNX Runtime cannot run the file (a MaxPool with a 4-D kernel, "Unsupported pooling size")
@@ -33,7 +34,6 @@ only". Used in chapter 7.
 
 from __future__ import annotations
 
-import numbers
 import os
 import time
 import warnings
@@ -42,6 +42,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from .validation import check_int
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 """Values of ``calibration_method`` in :func:`quantize_onnx_static`."""
@@ -60,9 +62,7 @@ def _check_model(model) -> keras.Model:
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=minimum)
 
 
 def _check_images(name: str, images) -> np.ndarray:
@@ -183,10 +183,9 @@ def keras_predictor(model: keras.Model, jit_compile: bool = False) -> Callable[[
     model = _check_model(model)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        function = tf.function(lambda x: model(x, training=False), jit_compile=bool(jit_compile),
-                               reduce_retracing=True)
+        function = tensorflow_only.compile_function(lambda x: model(x, training=False), jit_compile)
     elif backend == "jax":
         import jax
 
@@ -249,7 +248,9 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     _ensure_called(model)
     if keras.backend.backend() == "tensorflow":
-        _teach_tf2onnx_erfc()
+        from . import tensorflow_only
+
+        tensorflow_only.teach_tf2onnx_erfc()
     start = time.perf_counter()
     with warnings.catch_warnings():  # Keras's tf2onnx patch for NumPy 2 trips NumPy's np.object notice
         warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
@@ -439,36 +440,6 @@ def _require_tensorflow(what: str) -> None:
                            f"but Keras runs on {backend!r}; export to ONNX instead (export_onnx)")
 
 
-def _teach_tf2onnx_erfc() -> None:
-    """Give tf2onnx 1.17 a conversion for TensorFlow's ``Erfc`` op, which it lacks, as ``1 - Erf(x)``.
-
-    Keras's exact GELU (``activation="gelu"``, as in the GPT's MLP) is ``0.5 * x * erfc(-x / sqrt(2))`` in
-    TensorFlow; without this, tf2onnx leaves the op in the graph and ONNX Runtime refuses to load the file
-    ("No Op registered for Erfc"). ONNX has ``Erf`` since opset 9. In float32 ``1 - erf(x)`` differs from
-    ``erfc(x)`` by at most about 1e-7 (one unit in the last place of 1), far below the 1e-5 to which the
-    exported GPT's logits agree with Keras.
-    """
-    from tf2onnx import constants, utils
-    from tf2onnx.handler import tf_op
-
-    registered = tf_op.get_opsets().get(constants.ONNX_DOMAIN, [])
-    if any("Erfc" in handlers for handlers in registered):
-        return
-
-    class Erfc:
-        @classmethod
-        def version_9(cls, ctx, node, **kwargs):
-            node.type = "Erf"
-            dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
-            one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
-            difference = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name))
-            ctx.replace_inputs(difference, [one.output[0], node.output[0]])
-            ctx.copy_shape(node.output[0], difference.output[0])
-            ctx.set_dtype(difference.output[0], ctx.get_dtype(node.input[0]))
-
-    tf_op("Erfc")(Erfc)
-
-
 def export_saved_model(model: keras.Model, directory: str | os.PathLike) -> dict[str, float]:
     """Write ``model``'s inference pass as a TensorFlow SavedModel into the folder ``directory``.
 
@@ -492,12 +463,12 @@ def load_saved_model(directory: str | os.PathLike):
     Needs TensorFlow (not the model's Python code). Returns the loaded object; run it with
     :func:`run_saved_model`. Used in chapter 7.
     """
-    import tensorflow as tf
+    from . import tensorflow_only
 
     directory = _check_path("directory", directory)
     if not (directory / "saved_model.pb").is_file():
         raise FileNotFoundError(f"directory must be a SavedModel folder (with saved_model.pb), got {str(directory)!r}")
-    loaded = tf.saved_model.load(str(directory))
+    loaded = tensorflow_only.load_saved_model(directory)
     if not hasattr(loaded, "serve"):
         raise ValueError(f"directory holds a SavedModel without a 'serve' endpoint: {str(directory)!r}")
     return loaded
@@ -508,7 +479,7 @@ def run_saved_model(loaded, x) -> np.ndarray:
 
     Used in chapter 7.
     """
-    import tensorflow as tf
+    from . import tensorflow_only
 
-    return loaded.serve(tf.constant(np.asarray(x, dtype=np.float32))).numpy()
+    return tensorflow_only.run_saved_model(loaded, x)
 

@@ -708,9 +708,9 @@ def _jit_function(wrapper: keras.Model):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        function = tf.function(lambda x: wrapper(x, training=False), jit_compile=True)
+        function = tensorflow_only.compile_function(lambda x: wrapper(x, training=False), jit_compile=True)
     elif backend == "jax":
         import jax
 

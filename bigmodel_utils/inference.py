@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checks import positive as _positive
-from .checks import positive_int as _positive_int
+from .validation import positive as _positive
+from .validation import positive_int as _positive_int
 
 if TYPE_CHECKING:  # the gpt module imports Keras; the formulas here must not need it
     from .gpt import GPT, GPTConfig

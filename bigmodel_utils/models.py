@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .validation import check_int
+
 CLASSIC_FILTERS = (32, 64, 128)
 
 
@@ -34,8 +36,7 @@ def _check_input_shape(input_shape, min_size: int) -> tuple[int, int, int]:
 
 
 def _check_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     return num_classes
 
 
@@ -87,10 +88,8 @@ def build_improved_cnn(
     """
     input_shape = _check_input_shape(input_shape, 8)
     num_classes = _check_classes(num_classes)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    if isinstance(dense_units, bool) or not isinstance(dense_units, int) or dense_units < 0:
-        raise ValueError(f"dense_units must be a non-negative integer (0: no hidden dense layer), got {dense_units!r}")
+    width = check_int("width", width, minimum=1)
+    dense_units = check_int("dense_units", dense_units, minimum=0)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     inputs = keras.Input(shape=input_shape)
@@ -143,8 +142,7 @@ def memory_estimate(model: keras.Model, batch_size: int, activation_dtype: str =
     """
     from . import scaling
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     mib = 1024**2
     state = scaling.training_memory(model.count_params(), weights="float32", optimizer=optimizer)
     outputs = sum(_prod(layer.output.shape[1:]) for layer in model.layers)

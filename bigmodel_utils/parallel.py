@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import checks, scaling
+from . import scaling, validation
 
 ZERO_STAGES = (0, 1, 2, 3)
 """0 is plain data parallelism (everything replicated); 1 partitions the optimizer states (with
@@ -54,7 +54,7 @@ def zero_memory(num_params, devices: int, stage: int, recipe: str = "mixed bf16 
     ``P`` parameters: stage 0 keeps 16P on every device, stage 1 ``4P + 12P/devices``, stage 2
     ``2P + 14P/devices``, stage 3 ``16P/devices``.
     """
-    devices = checks.positive_int("devices", devices)
+    devices = validation.positive_int("devices", devices)
     if stage not in ZERO_STAGES:
         raise ValueError(f"stage must be one of 0, 1, 2, 3, got {stage!r}")
     if recipe not in scaling.TRAINING_RECIPES:
@@ -72,7 +72,7 @@ def devices_needed(num_params, stage: int, device_bytes: float = 80e9,
                    recipe: str = "mixed bf16 + Adam", max_devices: int = 1 << 20) -> int | None:
     """The fewest devices of ``device_bytes`` each whose share of the training state fits, under
     ZeRO ``stage``; None when no number does (the replicated part alone is too large)."""
-    device_bytes = checks.positive("device_bytes", device_bytes)
+    device_bytes = validation.positive("device_bytes", device_bytes)
     if zero_memory(num_params, max_devices, stage, recipe).total > device_bytes:
         return None
     low, high = 1, max_devices  # the memory per device falls as devices grow: bisect
@@ -212,16 +212,16 @@ def run_on_virtual_devices(config, *, steps: int = 20, batch_size: int = 16, dev
 
     import numpy as np
 
-    devices = checks.positive_int("devices", devices)
+    devices = validation.positive_int("devices", devices)
     if devices < 2:
         raise ValueError(f"devices must be at least 2 to shard anything, got {devices}")
     if config.width % devices:
         raise ValueError(f"config.width must be divisible by devices ({devices}), got {config.width}")
     settings = {
         "config": asdict(config),
-        "steps": checks.positive_int("steps", steps),
-        "batch_size": checks.positive_int("batch_size", batch_size),
-        "learning_rate": checks.positive("learning_rate", learning_rate),
+        "steps": validation.positive_int("steps", steps),
+        "batch_size": validation.positive_int("batch_size", batch_size),
+        "learning_rate": validation.positive("learning_rate", learning_rate),
         "seed": seed,
         "tokens": 20_000,
         "tokens_path": None,

@@ -26,10 +26,10 @@ import numbers
 import re
 from dataclasses import asdict, dataclass
 
-from .checks import fraction
-from .checks import non_negative as _non_negative
-from .checks import positive as _positive
-from .checks import positive_int as _positive_int
+from .validation import fraction
+from .validation import non_negative as _non_negative
+from .validation import positive as _positive
+from .validation import positive_int as _positive_int
 
 HOURS_PER_MONTH = 730.0
 """Hours in an average month (365 x 24 / 12), the unit cloud providers bill monthly estimates in."""

@@ -25,15 +25,15 @@ here is backend-agnostic ``keras.ops``. Used in chapter 8.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 from keras import ops
+
+from .validation import check_int
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
@@ -107,24 +107,6 @@ def _check_backend() -> str:
     return backend
 
 
-@contextmanager
-def _quiet_tensorflow():
-    """Silence TensorFlow's Python warnings for a moment.
-
-    ``tf.vectorized_map`` runs convolution filter gradients in an internal
-    loop and logs "Conv2DBackpropFilter uses a while_loop. Fix that!" to
-    stdout each time it traces; the result is correct, so keep the notice out
-    of the book's pages.
-    """
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def sparse_crossentropy(labels, probabilities):
     """Per-example cross-entropy (batch,) for integer labels and softmax outputs."""
     return keras.losses.sparse_categorical_crossentropy(labels, probabilities)
@@ -141,18 +123,9 @@ def per_example_gradients(model: keras.Model, x, y, loss_fn=sparse_crossentropy)
     """
     backend = _check_backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        variables = model.trainable_variables
-
-        def one_example(example):
-            xi, yi = example
-            with tf.GradientTape() as tape:
-                loss = ops.sum(loss_fn(yi[None], model(xi[None], training=True)))
-            return tape.gradient(loss, variables)
-
-        with _quiet_tensorflow():
-            return list(tf.vectorized_map(one_example, (ops.convert_to_tensor(x), ops.convert_to_tensor(y))))
+        return tensorflow_only.per_example_gradients(model, x, y, loss_fn)
 
     import jax
 
@@ -180,9 +153,9 @@ def _clipped_sum_fn(model, loss_fn, clip_norm):
         return sums, norms
 
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        return tf.function(clipped_sum, reduce_retracing=True)
+        return tensorflow_only.compile_function(clipped_sum)
     return clipped_sum
 
 
@@ -260,7 +233,7 @@ def train_dp_sgd(
     history = {"loss": [], "clipped_fraction": [], "val_accuracy": []}
     clipped = []
     for step, batch in enumerate(poisson_batches(n, q, steps, rng), start=1):
-        total = [ops.zeros_like(v) for v in model.trainable_variables]
+        total = [ops.zeros(v.shape, v.dtype) for v in model.trainable_variables]
         for start in range(0, max(len(batch), 1), capacity):  # a rare batch larger than capacity: several chunks
             chunk = batch[start:start + capacity]
             idx = np.zeros(capacity, dtype=np.int64)
@@ -320,8 +293,7 @@ def dp_sgd_epsilon(noise_multiplier: float, sampling_probability: float, steps: 
     q = _check_nonnegative("sampling_probability", sampling_probability, allow_zero=False)
     if q > 1:
         raise ValueError(f"sampling_probability must be at most 1, got {sampling_probability!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = check_int("steps", steps, minimum=1)
     if not 0 < delta < 1:
         raise ValueError(f"delta must be between 0 and 1 (usually below 1/number of examples), got {delta!r}")
     if sigma == 0:
@@ -415,10 +387,8 @@ def build_dp_classifier(input_shape=(28, 28, 1), num_classes: int = 10, width: i
     gradients small, so clipping removes less signal (Papernot et al. 2021).
     Used in chapter 8.
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
+    width = check_int("width", width, minimum=1)
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     return keras.Sequential([
         keras.Input(shape=tuple(input_shape)),
         keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="tanh"),

@@ -23,7 +23,6 @@ from typing import Any
 # oneDNN banners) out of the rendered pages. These only take effect if they
 # are set before TensorFlow is imported, which is why they live here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 REPOSITORY_URL = "https://github.com/large-models-in-practice/large-models-in-practice"
 """The book's repository; must equal ``repository.url`` in _config.yml (tests/test_hygiene.py checks)."""
@@ -50,14 +49,15 @@ def in_colab() -> bool:
 
 def _accelerators_from_backend() -> list[str]:
     """List visible accelerators as strings such as ``"GPU:0"``, asking the Keras backend."""
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    backend = keras.backend.backend()
     found: list[str] = []
     try:
         if backend == "tensorflow":
-            import tensorflow as tf
+            from . import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 
-            for kind in ("GPU", "TPU"):
-                found += [f"{kind}:{i}" for i, _ in enumerate(tf.config.list_physical_devices(kind))]
+            found = tensorflow_only.accelerators()
         elif backend == "jax":
             import jax
 
@@ -168,9 +168,9 @@ def environment_report(profile: str, data_source: str | None = None) -> Environm
         "backend": keras.backend.backend(),
     }
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        items["tensorflow"] = tf.__version__
+        items["tensorflow"] = tensorflow_only.version()
     elif keras.backend.backend() == "jax":
         import jax
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import checks, gpt, text
+from . import gpt, text, validation
 
 KAPLAN_ALPHA_N = 0.076
 """Kaplan et al. (2020), eq. 1.5: test loss ~ N^(-0.076) in non-embedding parameters."""
@@ -62,8 +62,8 @@ class SizeTrainer:
         import keras
 
         self.config = config
-        self.batch_size = checks.positive_int("batch_size", batch_size)
-        self.peak_learning_rate = checks.positive("learning_rate", learning_rate)
+        self.batch_size = validation.positive_int("batch_size", batch_size)
+        self.peak_learning_rate = validation.positive("learning_rate", learning_rate)
         self.model = gpt.build_gpt(config, seed=seed)
         self.initial_weights = self.model.get_weights()
         self.optimizer = keras.optimizers.AdamW(learning_rate=self._learning_rate, weight_decay=0.1,
@@ -198,7 +198,7 @@ def bootstrap_alpha(n, window_losses, samples: int = 200, level: float = 0.9,
     only; the spread between training seeds comes on top. Returns ``(low, high, alphas)``.
     """
     window_losses = np.asarray(window_losses, dtype=float)
-    samples = checks.positive_int("samples", samples)
+    samples = validation.positive_int("samples", samples)
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level!r}")
     point = fit_saturating_power_law(n, window_losses.mean(axis=1))
@@ -241,7 +241,7 @@ def isoflop_optimum(n, loss, budget: float) -> IsoFlopOptimum:
     ``inside=False`` (the optimum is at or beyond it, and a parabola would only guess how far).
     """
     n, loss = _check_points(n, loss)
-    budget = checks.positive("budget", budget)
+    budget = validation.positive("budget", budget)
     order = np.argsort(n)
     x, loss = np.log10(n[order]), loss[order]
     best = int(np.argmin(loss))

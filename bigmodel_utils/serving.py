@@ -51,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .validation import check_int
+
 BATCH_SIZES = (1, 4, 16, 64)
 """The batch sizes the models are compiled for: a batch is padded up to the next one (and split above 64),
 so that a few compiled shapes serve every batch."""
@@ -332,10 +334,9 @@ def _predict_function(model) -> Callable[[np.ndarray], np.ndarray]:
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        from . import tensorflow_only
 
-        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return lambda batch: function(tf.constant(batch)).numpy()
+        return tensorflow_only.compile_numpy_function(lambda x: model(x, training=False))
     from . import gpt
 
     class _Predict(keras.Model):
@@ -611,8 +612,7 @@ def serve_config(cnn_path, gpt_dir, gpt_name, replicas: int = 1, max_batch_size:
     Deploying it again with only ``user_config`` changed is a "lightweight update": Serve calls each
     running replica's ``reconfigure`` instead of replacing it. Used in chapter 7.
     """
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 16:
-        raise ValueError(f"replicas must be an integer from 1 to 16, got {replicas!r}")
+    replicas = check_int("replicas", replicas, minimum=1, maximum=16)
     return {"applications": [{
         "name": APP_NAME,
         "route_prefix": "/",
@@ -1233,10 +1233,7 @@ LOAD_TEST_CLIENTS = ("aiohttp", "httpx")
 
 
 def _check_positive_int(name: str, value, upper: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1 or (upper and value > upper):
-        bound = f" up to {upper}" if upper else ""
-        raise ValueError(f"{name} must be a positive integer{bound}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum=1, maximum=upper)
 
 
 def load_test(url: str, path: str, payloads: Sequence[dict] | None, concurrency: int, num_requests: int,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .validation import check_int
+
 
 def _clean_xy(x, y, name_y: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=float).ravel()
@@ -76,8 +78,7 @@ def bootstrap_doubling_time(years, values, num_samples: int = 1000, seed: int = 
     ``(low, high)`` percentiles for the confidence ``level``. Used in chapter 1.
     """
     x, y = _clean_xy(years, values, "values")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"num_samples must be an integer of at least 10, got {num_samples!r}")
+    num_samples = check_int("num_samples", num_samples, minimum=10)
     if not 0.5 <= level < 1.0:
         raise ValueError(f"level must be in [0.5, 1), got {level!r}")
     rng = np.random.default_rng(seed)

@@ -116,13 +116,17 @@ def test_prepare_images_scales_resizes_and_expands_channels():
 
 
 def test_tf_pipeline_matches_numpy_path(subset):
-    dataset = data.make_tf_dataset(subset.x_train[:10], subset.y_train[:10], batch_size=4, image_size=32, channels=3)
+    pytest.importorskip("tensorflow")
+    from bigmodel_utils import tensorflow_only
+
+    dataset = tensorflow_only.make_tf_dataset(subset.x_train[:10], subset.y_train[:10], batch_size=4, image_size=32,
+                                              channels=3)
     batches = list(dataset.as_numpy_iterator())
     assert [len(b[1]) for b in batches] == [4, 4, 2]
     x = np.concatenate([b[0] for b in batches])
     np.testing.assert_allclose(x, data.prepare_images(subset.x_train[:10], 32, 3), atol=1e-5)
     with pytest.raises(ValueError, match="batch_size"):
-        data.make_tf_dataset(subset.x_train[:10], subset.y_train[:10], batch_size=0)
+        tensorflow_only.make_tf_dataset(subset.x_train[:10], subset.y_train[:10], batch_size=0)
 
 
 def test_book_files_match_their_recorded_hashes_and_download_is_verified(monkeypatch, tmp_path):

@@ -174,9 +174,9 @@ def test_keras_predictor_matches_the_model_and_returns_numpy():
 
 
 def test_bad_arguments_are_named(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="repeats must be an integer of at least 1, got 0"):
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
         export.latency_ms(print, 1, repeats=0)
-    with pytest.raises(ValueError, match="warmup must be an integer of at least 0, got -1"):
+    with pytest.raises(ValueError, match="warmup must be a non-negative integer, got -1"):
         export.latency_ms(print, 1, warmup=-1)
     with pytest.raises(TypeError, match="fn must be callable"):
         export.latency_ms("model", 1)
@@ -192,7 +192,7 @@ def test_bad_arguments_are_named(tmp_path, monkeypatch):
                                     calibration_method="kl")
     with pytest.raises(ValueError, match="calibration_images must be a non-empty numeric batch"):
         export.quantize_onnx_static(tmp_path / "model.onnx", tmp_path / "int8.onnx", np.zeros((0, 28, 28, 1)))
-    with pytest.raises(ValueError, match="num_threads must be an integer of at least 1, got 0"):
+    with pytest.raises(ValueError, match="num_threads must be a positive integer, got 0"):
         export.onnx_session(tmp_path / "model.onnx", num_threads=0)
     with pytest.raises(FileNotFoundError, match="directory must be a SavedModel folder"):
         export.load_saved_model(tmp_path)

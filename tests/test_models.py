@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import models
+from bigmodel_utils import models, training
 
 
 def conv_params(kernel: int, channels_in: int, filters: int) -> int:
@@ -129,24 +124,11 @@ def test_memory_estimate_counts_weights_optimizer_and_activations():
         models.memory_estimate(model, 0)
 
 
-def test_builders_and_training_helper_run_under_jax():
-    pytest.importorskip("jax", reason="jax is not installed: the JAX-backend check runs where it is")
-    script = textwrap.dedent(
-        """
-        import numpy as np
-        import keras
-        from bigmodel_utils import models, training
-        assert keras.backend.backend() == "jax"
-        x = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
-        y = np.arange(64) % 10
-        model = training.compile_classifier(models.build_improved_cnn(width=4), 1e-3)
-        run = training.train(model, training.make_pipeline(x, y, 16, shuffle=True), epochs=1, verbose=0)
-        assert run.epochs_completed == 1
-        assert models.build_classic_cnn((224, 224, 3)).count_params() == 44_401_226
-        print("ok")
-        """
-    )
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("ok")
+def test_builders_and_training_helper_run_on_this_backend():
+    """On whichever backend this leg of `make test` runs (TensorFlow, then JAX): build, feed, train one epoch."""
+    x = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    y = np.arange(64) % 10
+    model = training.compile_classifier(models.build_improved_cnn(width=4), 1e-3)
+    run = training.train(model, training.make_pipeline(x, y, 16, shuffle=True), epochs=1, verbose=0)
+    assert run.epochs_completed == 1 and np.isfinite(run.history["loss"][0])
+    assert models.build_classic_cnn((224, 224, 3)).count_params() == 44_401_226

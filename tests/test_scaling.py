@@ -65,13 +65,53 @@ def test_parameter_formulas_match_keras(model):
         assert cost.params == model.get_layer(cost.name).count_params(), cost.name
 
 
-def test_flop_formulas_match_tensorflow_count(model):
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the independent FLOP count traces a TensorFlow graph")
-    formula = sum(c.flops for c in scaling.layer_costs(model))
-    counted = scaling.tensorflow_flop_count(model)
-    assert counted, "TensorFlow found no Conv2D or MatMul ops"
-    assert sum(counted.values()) == formula
+def in_bounds_taps(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Kernel taps that land inside the input, summed over the output positions of one axis."""
+    if padding == "valid":
+        return ((size - kernel) // stride + 1) * kernel
+    out = -(-size // stride)
+    pad_before = max((out - 1) * stride + kernel - size, 0) // 2
+    return sum(sum(0 <= o * stride - pad_before + k < size for k in range(kernel)) for o in range(out))
+
+
+def test_flop_formulas_match_the_backends_own_count(model):
+    """Layer by layer against an independent count: TensorFlow's profiler (TensorFlow backend) counts what the
+    formulas count; XLA's cost analysis (JAX) counts only the kernel taps inside the image, so with "same"
+    padding it finds fewer, exactly as many as the taps that land inside."""
+    formula = {c.name: c.flops for c in scaling.layer_costs(model) if c.flops}
+    if keras.backend.backend() == "tensorflow":
+        from bigmodel_utils import tensorflow_only
+
+        counted = tensorflow_only.flop_count(model)
+        assert counted, "found no Conv2D or MatMul ops"
+        assert list(counted.values()) == list(formula.values())
+        return
+    if keras.backend.backend() != "jax":
+        pytest.skip("an independent FLOP count needs TensorFlow's profiler or XLA (JAX)")
+    counted = scaling.xla_flop_count(model)
+    assert list(counted) == list(formula)
+    for name, flops in counted.items():
+        layer = model.get_layer(name)
+        if type(layer).__name__ == "Dense" or layer.padding == "valid":
+            assert flops == formula[name], name
+        else:
+            (height, width), (kh, kw) = layer.input.shape[1:3], layer.kernel_size
+            taps = (in_bounds_taps(height, kh, layer.strides[0], "same")
+                    * in_bounds_taps(width, kw, layer.strides[1], "same"))
+            assert flops == 2 * taps * layer.input.shape[-1] * layer.filters, name
+            assert flops < formula[name], name
+
+
+def test_each_flop_counter_refuses_the_other_backend(model):
+    if keras.backend.backend() == "tensorflow":
+        with pytest.raises(RuntimeError, match="xla_flop_count needs KERAS_BACKEND=jax"):
+            scaling.xla_flop_count(model)
+    else:
+        pytest.importorskip("tensorflow")
+        from bigmodel_utils import tensorflow_only
+
+        with pytest.raises(RuntimeError, match="flop_count needs KERAS_BACKEND=tensorflow"):
+            tensorflow_only.flop_count(model)
 
 
 def test_classic_cnn_known_numbers():

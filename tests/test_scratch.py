@@ -1,7 +1,10 @@
-"""The from-scratch NumPy code of chapter 3 against TensorFlow/Keras, on random inputs of several shapes and dtypes.
+"""The from-scratch NumPy code of chapter 3 against Keras (TensorFlow or JAX backend), on random inputs of
+several shapes and dtypes.
 
 Tolerances (elementwise |ours - theirs| <= atol + rtol * |theirs|): float64 rtol 1e-5 (atol 1e-12 for exact
-zeros); float32 rtol 1e-4, atol 1e-5, since float32 keeps about 7 digits and TensorFlow may sum in another order.
+zeros); float32 rtol 1e-4, atol 1e-5, since float32 keeps about 7 digits and the backend may sum in another order.
+Gradients come from the backend's autodiff (``autodiff.value_and_grad``: GradientTape or jax.grad); under JAX
+the tests turn on 64-bit mode, without which JAX silently computes float64 inputs in float32.
 """
 
 from __future__ import annotations
@@ -9,9 +12,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from bigmodel_utils import scratch
+from bigmodel_utils import autodiff, scratch
 
 TOL = {"float64": {"rtol": 1e-5, "atol": 1e-12}, "float32": {"rtol": 1e-4, "atol": 1e-5}}
 DTYPES = ("float64", "float32")
@@ -34,6 +36,20 @@ def floatx():
     previous = keras.config.floatx()
     yield keras.config.set_floatx
     keras.config.set_floatx(previous)
+
+
+@pytest.fixture(autouse=True)
+def float64_on_every_backend():
+    """JAX's 64-bit mode for each test of this file, restored afterwards (a no-op under TensorFlow)."""
+    if keras.backend.backend() != "jax":
+        yield
+        return
+    import jax
+
+    previous = jax.config.jax_enable_x64
+    autodiff.enable_float64()
+    yield
+    jax.config.update("jax_enable_x64", previous)
 
 
 def test_tolerances_are_the_ones_the_chapter_states():
@@ -105,10 +121,10 @@ def test_mean_squared_error_matches_keras_and_half_form_is_a_factor_two_over_d(s
 
 def test_half_mse_gradient_is_prediction_minus_target_over_n():
     rng = np.random.default_rng(3)
-    y_true, y_pred = rng.normal(size=(8, 1)), tf.Variable(rng.normal(size=(8, 1)))
-    with tf.GradientTape() as tape:
-        loss = keras.losses.MeanSquaredError(dtype="float64")(y_true, y_pred) / 2
-    close((y_pred.numpy() - y_true) / 8, tape.gradient(loss, y_pred), "float64")
+    y_true, y_pred = rng.normal(size=(8, 1)), rng.normal(size=(8, 1))
+    _, gradient = autodiff.value_and_grad(
+        lambda p: keras.losses.MeanSquaredError(dtype="float64")(y_true, p) / 2, y_pred)
+    close((y_pred - y_true) / 8, gradient, "float64")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -165,12 +181,15 @@ def test_losses_and_one_hot_reject_bad_input():
 
 
 def tape_gradients(params, x, y):
-    variables = {k: tf.Variable(v) for k, v in params.items()}
-    with tf.GradientTape() as tape:
+    """The loss and its gradients by the backend's autodiff (the name stays from TensorFlow's tape)."""
+
+    def loss(variables):
         hidden = keras.ops.relu(keras.ops.matmul(x, variables["W1"]) + variables["b1"])
         logits = keras.ops.matmul(hidden, variables["W2"]) + variables["b2"]
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True, dtype=x.dtype.name)(y, logits)
-    return loss, tape.gradient(loss, variables)
+        return keras.losses.CategoricalCrossentropy(from_logits=True, dtype=x.dtype.name)(y, logits)
+
+    value, grads = autodiff.value_and_grad(loss, params)
+    return np.asarray(value, dtype=x.dtype), grads
 
 
 def random_network(n, d, h, k, dtype, seed=0):
@@ -216,10 +235,9 @@ def test_numerical_gradient_of_a_quadratic_is_exact_enough_and_refuses_float32()
 
 @pytest.mark.parametrize("name", ["quadratic", "rosenbrock"])
 def test_surface_gradients_match_gradient_tape(name):
-    w = tf.Variable(np.array([[-1.5, 2.0], [0.3, -0.7], [1.0, 1.0]]))
-    with tf.GradientTape() as tape:
-        loss = keras.ops.sum(getattr(scratch, name)(w))
-    close(getattr(scratch, f"{name}_gradient")(w.numpy()), tape.gradient(loss, w), "float64")
+    w = np.array([[-1.5, 2.0], [0.3, -0.7], [1.0, 1.0]])
+    _, gradient = autodiff.value_and_grad(lambda v: keras.ops.sum(getattr(scratch, name)(v)), w)
+    close(getattr(scratch, f"{name}_gradient")(w), gradient, "float64")
 
 
 # ---------------------------------------------------------------- optimisers
@@ -309,9 +327,9 @@ def test_optimize_on_rosenbrock_matches_keras(optimizer, settings, floatx):
                                                              beta_2=np.float64(0.999))}[optimizer]()
     w = keras.Variable(w0, dtype="float64")
     for step in range(1, num_steps + 1):
-        with tf.GradientTape() as tape:
-            loss = keras.ops.sum(scratch.rosenbrock(w))
-        keras_optimizer.apply_gradients([(tape.gradient(loss, w), w)])
+        _, gradient = autodiff.value_and_grad(lambda v: keras.ops.sum(scratch.rosenbrock(v)),
+                                              keras.ops.convert_to_numpy(w))
+        keras_optimizer.apply_gradients([(keras.ops.convert_to_tensor(gradient), w)])
         close(ours[step], w, "float64")
 
 

@@ -218,8 +218,8 @@ def test_serve_config_holds_the_batching_user_config():
 @pytest.mark.parametrize("arguments, message", [
     ({"url": "localhost:8000"}, "url must start with http"),
     ({"path": "health"}, "path must be a string starting with '/'"),
-    ({"concurrency": 0}, "concurrency must be a positive integer"),
-    ({"concurrency": 2.5}, "concurrency must be a positive integer"),
+    ({"concurrency": 0}, "concurrency must be an integer from 1 to"),
+    ({"concurrency": 2.5}, "concurrency must be an integer from 1 to"),
     ({"num_requests": -3}, "num_requests must be a positive integer"),
     ({"timeout_s": 0}, "timeout_s must be a positive number"),
     ({"payloads": []}, "payloads must be a non-empty sequence"),

@@ -276,22 +276,23 @@ def test_predict_says_what_it_expects_when_the_input_is_wrong(small_model, image
 
 
 def test_split_cpu_refuses_once_tensorflow_has_started():
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")
+    from bigmodel_utils import tensorflow_only
 
     tf.constant(1.0) + 1.0  # make sure the runtime is initialised in this process
     count = len(tf.config.list_logical_devices("CPU"))
     with pytest.raises(RuntimeError, match="came too late"):
-        training.split_cpu(count + 1)
+        tensorflow_only.split_cpu(count + 1)
     with pytest.raises(ValueError, match="num_devices must be an integer from 1 to 64, got 0"):
-        training.split_cpu(0)
+        tensorflow_only.split_cpu(0)
 
 
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np
-    from bigmodel_utils import data, models, training
-    devices = training.split_cpu(2)  # before any other TensorFlow operation
+    from bigmodel_utils import data, models, tensorflow_only, training
+    devices = tensorflow_only.split_cpu(2)  # before any other TensorFlow operation
     import tensorflow as tf
     strategy = tf.distribute.MirroredStrategy(devices)
     dataset = data.load_dataset("fashion_mnist", "smoke", num_train=1536, num_test=500)
@@ -316,6 +317,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 
 def test_improved_model_trains_under_mirrored_strategy_on_two_logical_cpus():
+    if keras.backend.backend() != "tensorflow":  # the subprocess would run TensorFlow anyway: once is enough
+        pytest.skip("tf.distribute.MirroredStrategy is TensorFlow's; under JAX, keras.distribution (test_parallel.py)")
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -330,7 +333,7 @@ def test_improved_model_trains_under_mirrored_strategy_on_two_logical_cpus():
 
 
 def test_without_tensorflow_the_pipeline_is_numpy_batches_and_still_trains(monkeypatch):
-    monkeypatch.setattr(training, "tensorflow_available", lambda: False)
+    monkeypatch.setattr(training.pipeline, "tensorflow_available", lambda: False)
     images, labels = tiny_data(48)
     pipeline = training.make_pipeline(images, labels, 16, shuffle=True, augment=training.augmentation(seed=1))
     assert isinstance(pipeline, training.NumpyBatches) and len(pipeline) == 3

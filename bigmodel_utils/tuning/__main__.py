@@ -1,0 +1,7 @@
+"""``python -m bigmodel_utils.tuning``: one chief or worker process of a distributed search."""
+
+import sys
+
+from .distributed import main
+
+sys.exit(main())
