@@ -279,7 +279,7 @@ def load_or_train_cnn(path: str | os.PathLike, dataset, width: int = 16, epochs:
 
     Which of the two happened is printed. Used in chapter 7.
     """
-    from .models import build_improved_cnn
+    from ..models import build_improved_cnn
 
     path = Path(path)
     if path.is_file():
