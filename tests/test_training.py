@@ -340,3 +340,17 @@ def test_without_tensorflow_the_pipeline_is_numpy_batches_and_still_trains(monke
     results = training.measure_throughput(lambda: models.build_improved_cnn(width=4), images, labels,
                                           [training.optimised_setup(16, device=CPU)], runs=1)
     assert results["optimised"].images_per_second > 0
+
+
+def test_load_or_train_cnn_trains_once_then_loads_the_saved_model(tmp_path, capsys):
+    from bigmodel_utils.data import ImageDataset
+
+    images, labels = tiny_data(64)
+    dataset = ImageDataset("tiny", images, labels, images[:16], labels[:16], tuple("abcdefghij"), "test", False)
+    path = tmp_path / "cnn.keras"
+    trained = training.load_or_train_cnn(path, dataset, width=4, epochs=1, batch_size=32)
+    assert "training one of width 4" in capsys.readouterr().out and path.is_file()
+    loaded = training.load_or_train_cnn(path, dataset, width=4, epochs=1)
+    assert "Loaded chapter 4's model" in capsys.readouterr().out
+    x = images[:4, :, :, None].astype("float32") / 255
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-5)
