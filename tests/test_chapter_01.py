@@ -39,3 +39,20 @@ def test_tokens_per_parameter(results):
     assert ratio["Chinchilla"] == pytest.approx(20.0)
     assert ratio["GPT-3 (175B)"] < 2 < 30 < ratio["Llama 3.1 405B"]
     assert results["gpt3_over_alexnet_compute"] == pytest.approx(3.14e23 / 4.7e17)
+
+
+@pytest.mark.notebooks
+def test_full_profile_draws_its_larger_bootstrap(run_chapter):
+    # The full profile differs from smoke only in BOOTSTRAP_SAMPLES (5,000 instead of 100), and the whole chapter
+    # takes seconds, so it runs unshrunk: the interval it reports is the one 5,000 resamples give, not 100.
+    from bigmodel_utils import trends
+
+    results = run_chapter("01_background", profile="full")
+    assert results["profile"] == "full"
+    epoch = trends.load_epoch_models().dropna(subset=["training_flop"])
+    after = epoch[epoch["year"] >= results["break_year"]]
+    expected = {samples: trends.bootstrap_doubling_time(after["year"], after["training_flop"], samples,
+                                                        seed=results["seed"])
+                for samples in (5000, 100)}
+    assert expected[5000] != expected[100]  # the sample count shows in the interval
+    assert results["doubling_months_95_interval"]["training_flop_after"] == pytest.approx(expected[5000], rel=1e-12)

@@ -29,16 +29,35 @@ def test_every_agreement_check_passes_and_every_section_has_checks(results):
         assert any(name.startswith(section) for name in results["checks"]), f"no check for {section}"
 
 
+FLOAT64_CHECKS = ("backprop_W1_vs_autodiff", "backprop_b2_vs_autodiff", "mse_gradient_is_twice_the_half_form",
+                  "dense_softmax_float64", "cross_entropy_categorical_float64", "optimizer_adam_vs_keras_float64",
+                  "optimizer_momentum_vs_keras_float64", "optimizer_sgd_vs_keras_float64")
+
+
 @pytest.mark.notebooks
 def test_float64_checks_agree_to_rounding_not_just_to_the_tolerance(results):
     checks = results["checks"]
-    for name in ("backprop_W1_vs_tape", "backprop_b2_vs_tape", "dense_softmax_float64",
-                 "cross_entropy_categorical_float64", "optimizer_adam_vs_keras_float64",
-                 "optimizer_momentum_vs_keras_float64", "optimizer_sgd_vs_keras_float64"):
+    for name in FLOAT64_CHECKS:
         assert checks[name]["max_abs_diff"] < 1e-12, f"{name}: {checks[name]['max_abs_diff']}"
     assert checks["backprop_W1_vs_finite_differences"]["max_abs_diff"] < 1e-7
     # Python-float betas reach Keras rounded through float32: a visible but small drift
     assert 1e-9 < results["adam_python_float_hyperparameter_diff"] < 1e-5
+
+
+@pytest.mark.notebooks
+def test_under_jax_every_check_passes_in_true_float64(run_chapter):
+    # The same chapter under KERAS_BACKEND=jax (tests/test_notebooks.py runs it too: one run per session). Its
+    # setup cell turns on JAX's 64-bit mode (autodiff.enable_float64): without it JAX computes the "float64"
+    # checks in float32, and they would agree to 1e-7, not to rounding.
+    jax_results = run_chapter(CHAPTER, backend="jax")
+    assert jax_results["backend"] == "jax"
+    failing = [name for name, check in jax_results["checks"].items() if not check["passed"]]
+    assert not failing, f"checks failed under JAX: {failing}"
+    for name in FLOAT64_CHECKS:
+        assert jax_results["checks"][name]["max_abs_diff"] < 1e-12, f"{name}: {jax_results['checks'][name]}"
+    # JAX casts a Python-float beta straight to float64: the float32 drift of the TensorFlow backend is absent
+    assert jax_results["adam_python_float_hyperparameter_diff"] < 1e-12
+    assert jax_results["max_loss_difference"] < 1e-3 and jax_results["accuracy_gap_points"] <= 2.0
 
 
 @pytest.mark.notebooks
@@ -63,3 +82,24 @@ def test_learning_rate_sweep_shows_adam_is_the_forgiving_optimiser(results):
     losses = results["optimizer_final_losses"]  # the hand-picked rates of the trajectory figure
     assert losses["Rosenbrock valley: Adam"] < 0.01 and losses["Rosenbrock valley: momentum"] < 0.01
     assert losses["Quadratic ½(x² + 50y²): momentum"] < losses["Quadratic ½(x² + 50y²): gradient descent"]
+
+
+# The full profile reads the whole Fashion-MNIST (60,000 + 10,000 images; the bundled subset has 18,000 + 2,000)
+# and trains on all of it for 10 epochs; shrunk, it trains on 19,200 images (more than the subset holds) for one
+# epoch, still against the full test split.
+SHRUNK_FULL = dict(NUM_TRAIN=19200, NUM_EPOCHS=1)
+
+
+@pytest.mark.notebooks
+def test_full_profile_shrunk_trains_on_the_full_dataset(run_chapter):
+    results = run_chapter(CHAPTER, profile="full", **SHRUNK_FULL)
+    assert results["profile"] == "full"
+    assert results["num_train"] == 19200 and results["num_test"] == 10000 and results["num_epochs"] == 1
+    failing = [name for name, check in results["checks"].items() if not check["passed"]]
+    assert not failing, f"checks failed: {failing}"
+    assert results["scratch_test_accuracy"] > 0.75  # 150 Adam steps on Fashion-MNIST
+    for key in ("scratch_test_accuracy", "keras_test_accuracy"):  # right answers out of the 10,000 test images
+        assert results[key] * 10000 == pytest.approx(round(results[key] * 10000), abs=1e-3), key
+    # float32 rounding compounds over 150 steps (1.6e-3 measured, against smoke's bound of 1e-3 for 32 steps);
+    # a wrong update would part the two runs by tenths
+    assert results["max_loss_difference"] < 1e-2

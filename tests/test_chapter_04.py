@@ -79,7 +79,66 @@ def test_throughput_measures_this_model_on_this_machine(results):
 
 
 def test_mirrored_strategy_and_apply_steps(results):
-    assert results["mirrored"]["replicas"] == 2 and results["mirrored"]["global_batch"] == 64
-    assert results["mirrored"]["variable_type"] == "MirroredVariable"
+    mirrored = results["mirrored"]
+    if results["backend"] == "tensorflow":  # the CPU split in two by tensorflow_only.split_cpu(2)
+        assert mirrored["distribution"] == "tensorflow: MirroredStrategy"
+        assert mirrored["replicas"] == mirrored["copies_of_each_weight"] == 2 and mirrored["global_batch"] == 64
+        assert mirrored["variable_type"] == "MirroredVariable"
+    num_val = results["num_train"] // 9  # a tenth of the images is held out: 200 of 2,000
+    assert mirrored["val_accuracy"] * num_val == pytest.approx(round(mirrored["val_accuracy"] * num_val), abs=1e-3)
     assert results["apply"]["reload_matches"] is True and results["apply"]["single_shape"] == [1, 10]
+    assert all(results["checks"].values()), results["checks"]
+
+
+@pytest.mark.notebooks
+def test_under_jax_data_parallel_takes_the_place_of_mirrored_strategy(run_chapter):
+    # The same chapter under KERAS_BACKEND=jax (tests/test_notebooks.py runs it too: one run per session):
+    # keras.distribution.DataParallel over every device JAX sees (one CPU here), each weight a jax.Array
+    # replicated whole on every device; the models train as under TensorFlow.
+    import jax
+
+    results = run_chapter(CHAPTER, backend="jax")
+    assert results["backend"] == "jax"
+    mirrored = results["mirrored"]
+    devices = len(jax.devices())
+    assert mirrored["distribution"] == "jax: DataParallel"
+    assert mirrored["replicas"] == mirrored["copies_of_each_weight"] == devices
+    assert mirrored["global_batch"] == 32 * devices and mirrored["variable_type"] == "ArrayImpl"
+    num_val = results["num_train"] // 9  # evaluated on the 200 validation images
+    assert mirrored["val_accuracy"] * num_val == pytest.approx(round(mirrored["val_accuracy"] * num_val), abs=1e-3)
+    for name in ("classic", "improved"):
+        assert results[name]["test_accuracy"] > 0.3, (name, results[name]["test_accuracy"])
+    assert results["improved"]["xla"] is True  # JAX compiles every step with XLA, on a CPU too
+    assert results["apply"]["reload_matches"] is True and results["apply"]["single_shape"] == [1, 10]
+    assert all(results["checks"].values()), results["checks"]
+
+
+# The full profile reads the whole Fashion-MNIST and trains the classic model on 224x224x3 images, resized and
+# repeated to three channels one batch at a time in the input pipeline. Shrunk: the first 40 training images (36
+# to train, every class among them, which the per-class figure needs; 4 to validate) and 20 test images (every
+# class again, which the classification report needs), one epoch of each model, small timing and distribution
+# runs. Batches stay even: MirroredStrategy on two CPU replicas fails on a batch of odd size (AddN of 15 and 14
+# images), which no profile's own sizes make. The command-line demo (a second TensorFlow process, run by quick
+# too and by tests/test_cli.py) stays off, and so does CIFAR-10, which needs the network.
+SHRUNK_FULL = dict(NUM_TRAIN=40, NUM_TEST=20, CLASSIC_EPOCHS=1, EPOCHS=1, BENCH_IMAGES=64, BENCH_RUNS=1,
+                   MIRRORED_IMAGES=32, MIRRORED_EPOCHS=1, RUN_CLI_DEMO=False, RUN_CIFAR10=False)
+
+
+@pytest.mark.notebooks
+def test_full_profile_shrunk_trains_the_classic_model_at_224(run_chapter):
+    results = run_chapter(CHAPTER, profile="full", **SHRUNK_FULL)
+    assert results["profile"] == "full"
+    assert results["num_train"] == 36 and results["num_test"] == 20
+    classic = results["classic"]
+    assert classic["input_shape"] == [224, 224, 3]  # through the pipeline, not the 28x28x1 arrays
+    assert classic["parameters"] == classic["parameters_224"] == 44_401_226 and classic["epochs"] == 1
+    assert classic["probe_224_seconds_per_epoch"] is None  # the full profile trains at 224 instead of probing
+    assert 0.0 <= classic["test_accuracy"] <= 1.0
+    assert classic["test_accuracy"] * 20 == pytest.approx(round(classic["test_accuracy"] * 20), abs=1e-4)
+    assert classic["memory_mib"] == models.memory_estimate(models.build_classic_cnn((224, 224, 3)), 32)["total_mib"]
+    assert classic["train_images_per_second"] == pytest.approx(36 / classic["seconds_per_epoch"])
+    improved = results["improved"]
+    assert improved["width"] == 32 and improved["batch_size"] == 256  # the full profile's model and batch
+    assert improved["epochs_completed"] == 1 and results["equal_budget"]["epochs"] == 1
+    assert results["cli_test_accuracy"] is None and results["cifar10_test_accuracy"] is None
     assert all(results["checks"].values()), results["checks"]

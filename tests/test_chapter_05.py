@@ -70,3 +70,35 @@ def test_memory_was_measured(results):
     for tuner in results["tuners"].values():
         assert tuner["peak_rss_mb"] > 100 and tuner["seconds"] > 0
     assert results["distributed"] is None  # smoke leaves the three-process demo to tests/test_tuning.py
+
+
+# The full profile searches 50,000 images of the whole Fashion-MNIST (validated on 10,000 more, tested on its
+# 10,000 test images): 25 random trials, Hyperband up to 9 epochs (three brackets, later rounds continuing the best
+# trials from their checkpoints) and 8 Bayesian trials. Shrunk: 64 + 64 images and one epoch a trial, one random
+# and one Bayesian trial (smoke runs two of each), Hyperband up to 2 epochs with factor 2 (two brackets and one
+# continued trial, as against smoke's single bracket); the test split stays the full one, and the narrowest
+# baseline keeps its passes over it cheap. The distributed demo (three more processes, run by quick too) is left
+# to tests/test_tuning.py.
+SHRUNK_FULL = dict(NUM_SEARCH_TRAIN=64, NUM_VAL=64, RANDOM_TRIALS=1, RANDOM_EPOCHS=1, HYPERBAND_MAX_EPOCHS=2,
+                   HYPERBAND_FACTOR=2, BAYES_TRIALS=1, BAYES_EPOCHS=1, BAYES_INITIAL_POINTS=1, FINAL_EPOCHS=1,
+                   BASELINE_WIDTH=8, RUN_DISTRIBUTED_DEMO=False)
+
+
+@pytest.mark.notebooks
+def test_full_profile_shrunk_searches_the_full_dataset_with_hyperband_brackets(run_chapter):
+    results = run_chapter(CHAPTER, profile="full", **SHRUNK_FULL)
+    assert results["profile"] == "full"
+    assert results["num_search_train"] == 64 and results["num_val"] == 64
+    assert results["num_test"] == results["paired_test_difference"]["num_test"] == 10000  # the subset has 2,000
+    tuners, hyperband = results["tuners"], results["hyperband"]
+    assert (hyperband["max_epochs"], hyperband["factor"]) == (2, 2)
+    schedule = tuning.hyperband_schedule(2, 2)
+    assert len({r["bracket"] for r in schedule.rounds}) == 2 and any(r["round"] > 0 for r in schedule.rounds)
+    assert {kind: r["trials"] for kind, r in tuners.items()} == {"random": 1, "hyperband": schedule.trials,
+                                                                  "bayesian": 1}
+    for kind, tuner in tuners.items():
+        assert tuner["epochs_trained"] == tuner["epochs_planned"], kind
+    # the continued trial trained only its new epoch: fewer than from scratch
+    assert tuners["hyperband"]["epochs_trained"] == schedule.epochs_trained < schedule.epochs_if_from_scratch
+    assert results["resume_new_trials"] == 1 and results["reload_trained_epochs"] == 0
+    assert results["baseline"]["width"] == 8 and results["distributed"] is None

@@ -1,8 +1,7 @@
-"""Chapter 7 (from model to product) under the smoke profile.
+"""Chapter 7 (from model to product) under the smoke profile, and under full shrunk by papermill parameters.
 
-The chapter has no branch that only the full profile takes (its profiles differ in budgets alone), so a
-full run shrunk by papermill parameters exercises no code that smoke does not; the note of issue 12 records
-one such run, measured by hand.
+The profiles differ in budgets, and in one branch: only `full` quantises the GPT to float8 as well
+(`QUANT_MODES`), so the shrunk full run checks that row of the compression table.
 """
 
 from __future__ import annotations
@@ -93,3 +92,27 @@ def test_prices_and_break_even_are_consistent(results):
     assert even["volume_per_month"] == pytest.approx(even["fixed_usd_per_month"] * 1e6 / even["api_price"])
     assert even["capacity_per_month"] > 0
     assert 0 < results["chapter_seconds"] < 600
+
+
+# Everything at its smallest, so that what the run adds to smoke's is the full profile's own branch: float8 in
+# QUANT_MODES (and full's learning rates and LoRA rank, which change only numbers). The base GPT and the CNN are
+# trained here as a fresh build does (their fallbacks), for 2 steps and one epoch.
+SHRUNK_FULL = dict(BASE_FALLBACK_STEPS=2, ADAPT_STEPS=2, ADAPT_BATCH=4, NUM_SAMPLES=2, CNN_WIDTH=8,
+                   CNN_FALLBACK_EPOCHS=1, CALIBRATION_IMAGES=16, LATENCY_REPEATS=1, LOAD_CONCURRENCY=[1, 2],
+                   LOAD_REQUESTS=2, LOAD_SECONDS=0.5, LOAD_WARMUP=1, GENERATED_TOKENS=2, DECODE_BATCHES=[1, 2])
+
+
+@pytest.mark.notebooks
+def test_full_profile_shrunk_quantises_to_float8_too(run_chapter):
+    results = run_chapter("07_model_to_product", profile="full", **SHRUNK_FULL)
+    assert results["profile"] == "full"
+    rows = {(r["model"], r["format"]): r for r in results["compression"]}
+    assert [r["format"] for r in results["compression"] if r["model"] == "GPT"] == [
+        "Keras float32", "Keras int8", "Keras int4", "Keras float8"]
+    gpt_float, float8 = rows["GPT", "Keras float32"], rows["GPT", "Keras float8"]
+    # float8 in Keras is a training format: float32 kernels plus their scaling factors, so more bytes, not fewer
+    assert float8["weight MB"] > gpt_float["weight MB"]
+    assert abs(float8["val loss"] - gpt_float["val loss"]) < 0.01 * gpt_float["val loss"]
+    assert float8["perplexity"] == pytest.approx(math.exp(float8["val loss"]))
+    assert float8["ms per batch"] > 0
+    assert results["adaptations"]["lora"]["trainable"] > 0 and results["serving"]["leftovers"] == []

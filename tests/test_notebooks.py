@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import EXECUTED, ROOT, toc_notebooks
+from conftest import EXECUTED, ROOT, SESSION_BACKEND, toc_notebooks
 
 CHAPTERS = toc_notebooks()
 
@@ -22,6 +22,17 @@ def test_chapter_runs_and_reports(run_chapter, notebook):
     results = run_chapter(notebook.stem)
     assert isinstance(results, dict) and results, f"{notebook.name} wrote no results"
     assert results.get("profile") == "smoke", f"{notebook.name} must record the profile it ran under"
+    assert results.get("backend") == SESSION_BACKEND, f"{notebook.name} must record the Keras backend it ran under"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_under_jax(run_chapter, notebook):
+    """Every chapter runs top to bottom with KERAS_BACKEND=jax (TensorFlow may still be installed: the sections
+    that need it check the backend), and says in its results which backend it ran under."""
+    results = run_chapter(notebook.stem, backend="jax")
+    assert results.get("profile") == "smoke", f"{notebook.name} must record the profile it ran under"
+    assert results.get("backend") == "jax", f"{notebook.name} must record the Keras backend it ran under"
 
 
 @pytest.mark.notebooks
