@@ -10,8 +10,14 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
+# JAX's persistent compilation cache, per machine like pip's: the JAX legs of `make test` compile every model with
+# XLA on the CPU, and a warm cache skips the compiles (not the tracing, so JAX-only faults still show). Chapter 4
+# under JAX (smoke) took 155 s cold and 41 s warm on 2 cores. Point it elsewhere, or at an empty folder, at will.
+export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/bigmodel-utils/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
-.PHONY: install book test lint unit notebooks nbval smoke-book browser system-deps clean clean-notebooks
+.PHONY: install book test lint units unit unit-jax notebooks notebooks-tensorflow notebooks-jax-full nbval smoke-book browser system-deps clean clean-notebooks test-compat
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +26,15 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make lock: regenerate requirements.txt (every package pinned, transitive ones included) from requirements.in for
+## Python 3.11 on Linux x86_64. The versions already in requirements.txt are kept unless requirements.in needs others;
+## `make lock LOCK_FLAGS=--upgrade` (or `LOCK_FLAGS="--upgrade-package keras"`) moves them to the newest allowed.
+.PHONY: lock
+lock:
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv; }
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11.5 \
+	  --python-platform x86_64-manylinux_2_28 --annotation-style line --custom-compile-command "make lock  (uv pip compile requirements.in; Python 3.11, Linux x86_64)" $(LOCK_FLAGS)
 
 ## make book: build the HTML book, executing every chapter (CPU: the quick profile, bundled data), then
 ## its Chinese edition into _build/html/zh/ from the same executed chapters (tools/translated_book.py).
@@ -31,16 +46,45 @@ book: $(STAMP)
 ## make test: everything CI runs. The regression check on recorded outputs runs inside `notebooks`, on the
 ## chapters it has just executed (tests/test_notebooks.py); `make nbval` runs the same check with nbval itself,
 ## executing every chapter a second time.
-test: $(STAMP) system-deps lint unit notebooks browser
+test: $(STAMP) system-deps lint units notebooks browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/actionlint
 
 unit: $(STAMP)
-	$(BIN)/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider
+	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider
 
+# The JAX leg: the same unit tests under KERAS_BACKEND=jax, except the files that never touch a Keras backend
+# (calculators, text, plots, translations, hygiene, the lock and workflows, the import contract) and those that
+# already start JAX themselves in a subprocess whatever the backend (the sharded GPT, the backend benchmark,
+# the GPU check's dry run): running those twice would prove nothing new.
+JAX_NEUTRAL_TESTS := test_architecture.py test_costs.py test_diagrams.py test_gpu_check.py test_hygiene.py \
+  test_i18n.py test_lm_throughput.py test_lock.py test_parallel.py test_plots.py test_pricing.py test_text.py \
+  test_trends.py test_workflows.py
+unit-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider \
+	  $(addprefix --ignore=tests/,$(JAX_NEUTRAL_TESTS))
+
+# Each pair of legs runs as two processes side by side, one per core: much of a test's time is one Python thread
+# (Keras's per-step overhead, XLA compiling, papermill's kernel start), so the pair takes about the longer leg's
+# time, not the sum. --output-sync prints each leg's report whole, when it ends.
+units: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit unit-jax
+
+## make notebooks: every chapter under papermill: under TensorFlow with the recorded-output check and each chapter's
+## assertions (notebooks-tensorflow), and, side by side, under JAX and under a shrunk `full` profile
+## (notebooks-jax-full).
 notebooks: $(STAMP)
-	$(BIN)/pytest tests -q -m notebooks -p no:cacheprovider
+	$(MAKE) --no-print-directory -j2 --output-sync=target notebooks-tensorflow notebooks-jax-full
+
+notebooks-tensorflow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m notebooks -k "not under_jax and not full_profile" \
+	  -p no:cacheprovider
+
+notebooks-jax-full: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m notebooks -k "under_jax or full_profile" -p no:cacheprovider
 
 nbval: $(STAMP)
 	BOOK_PROFILE=smoke BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/nbval-artifacts \
@@ -68,9 +112,82 @@ system-deps:
 browser: $(STAMP) system-deps smoke-book
 	BOOK_HTML=_build/smoke/_build/html $(BIN)/pytest tests -q -m browser -p no:cacheprovider
 
+## make test-compat: the unit tests and every chapter (smoke) in two more environments built from constraint
+## files: Colab's versions (compat/colab.txt) and the lowest pyproject.toml admits (compat/lowest.txt). Each is
+## rebuilt only when its constraint file, pyproject.toml or requirements.txt changed. CI runs it after `make test`.
+COMPAT := .venv-compat
+COMPAT_STACKS := colab lowest
+COMPAT_PYTHON ?= python3.11
+COMPAT_EXTRAS := tensorflow,tuning,privacy,serving,export,jax
+# The harness at requirements.txt's pins: it is ours, not the reader's stack. The unit tests also use myst-nb
+# (runtime.glue's test; jupyter-cache for the Chinese build's) and lint-imports, a static check of the source that
+# does not depend on the stack: the main venv's is linked in (import-linter needs a newer rich than Colab's).
+COMPAT_TOOLS := $(shell grep -E '^(pytest|pytest-timeout|papermill|nbformat|ipykernel|myst-nb)==' requirements.txt \
+  | cut -d' ' -f1)
+
+$(COMPAT)/%/.installed: compat/%.txt pyproject.toml requirements.txt | $(STAMP)
+	$(BIN)/python tools/compat.py lowest --check
+	rm -rf $(COMPAT)/$*
+	$(COMPAT_PYTHON) -m venv $(COMPAT)/$*
+	$(COMPAT)/$*/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT)/$*/bin/python -m pip install --quiet -e ".[$(COMPAT_EXTRAS)]" $(COMPAT_TOOLS) -c compat/$*.txt
+	ln -sf $(CURDIR)/$(BIN)/lint-imports $(COMPAT)/$*/bin/lint-imports
+	touch $@
+
+# Files that check the repository itself (its notebooks' hygiene, translations, lock, workflows, import contract)
+# or the GPU machine's tooling, not the reader's stack: they run once, in `make test`.
+COMPAT_SKIP_TESTS := test_architecture.py test_gpu_check.py test_hygiene.py test_i18n.py test_lock.py \
+  test_workflows.py
+
+# The two stacks run side by side (-j2), each its unit tests then every chapter under smoke. PATH puts the stack's
+# venv first, so papermill's python3 kernel is that venv's python; executed chapters go to the stack's own folder,
+# not the smoke book's. Both legs of a stack run, then the target fails if any did.
+test-compat: $(STAMP) $(foreach s,$(COMPAT_STACKS),$(COMPAT)/$(s)/.installed)
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix compat-,$(COMPAT_STACKS))
+
+compat-%: $(COMPAT)/%/.installed
+	@bin=$(CURDIR)/$(COMPAT)/$*/bin; failed=; export KERAS_BACKEND=tensorflow; \
+	export BOOK_EXECUTED_DIR=$(CURDIR)/_build/compat-executed/$*; \
+	echo "== $*: $$($$bin/python -c 'import sys, keras, tensorflow as tf; print("Python", sys.version.split()[0], "TensorFlow", tf.__version__, "Keras", keras.__version__)')"; \
+	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider \
+	  $(addprefix --ignore=tests/,$(COMPAT_SKIP_TESTS)) || failed="$$failed unit"; \
+	echo "== $*: unit tests took $$SECONDS s"; \
+	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/test_notebooks.py -q -m notebooks \
+	  -k test_chapter_runs_and_reports -p no:cacheprovider || failed="$$failed chapters"; \
+	echo "== $*: chapters (smoke) took $$SECONDS s"; \
+	if [ -n "$$failed" ]; then echo "test-compat $* failed:$$failed"; exit 1; fi
+
 ## make clean-notebooks: strip outputs except nbval expectations (cells marked NBVAL_CHECK_OUTPUT).
 clean-notebooks: $(STAMP)
 	$(BIN)/python tools/notebooks.py clean
 
 clean:
 	rm -rf _build
+
+## make gpu-wheels: _build/gpu-wheels/ for tools/gpu_check.py on a GPU machine with JAX and PyTorch but no
+## TensorFlow: this package's wheel, and Keras with those of its dependencies such an image may lack, at the versions
+## pinned in requirements.txt, for CPython $(GPU_PYTHON) on Linux x86_64 (`make gpu-wheels GPU_PYTHON=3.11`); plus the
+## full Fashion-MNIST when this machine has it. Fails over 60 MB. The package itself imports nothing else.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := _build/gpu-wheels
+GPU_WHEELS_MAX_MB := 60
+GPU_WHEEL_PACKAGES := keras namex optree typing-extensions absl-py rich markdown-it-py mdurl pygments h5py packaging
+# only pip is needed: the venv's when there is one, without reinstalling it
+GPU_PIP = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m pip
+.PHONY: gpu-wheels
+gpu-wheels:
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	had_build=$$(test -d build && echo yes); $(GPU_PIP) wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) . && \
+	  { test -n "$$had_build" || rm -rf build; }  # setuptools' scratch folder, unless it was there before
+	pins=$$(for p in $(GPU_WHEEL_PACKAGES); do grep -ioE "^$$p==[^ ]+" requirements.txt \
+	  || { echo "gpu-wheels: $$p is not pinned in requirements.txt" >&2; exit 1; }; done) && \
+	$(GPU_PIP) download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --dest $(GPU_WHEELS) $$pins
+	for d in "$${KERAS_HOME:-$$HOME/.keras}/datasets/fashion-mnist" /usr/share/datasets/fashion-mnist; do \
+	  if ls $$d/*-ubyte.gz >/dev/null 2>&1; then \
+	    mkdir -p $(GPU_WHEELS)/fashion-mnist && cp $$d/*-ubyte.gz $(GPU_WHEELS)/fashion-mnist/ && break; fi; done
+	@ls -lR $(GPU_WHEELS); bytes=$$(du -sb $(GPU_WHEELS) | cut -f1); \
+	echo "$(GPU_WHEELS): $$((bytes / 1000000)) MB (limit $(GPU_WHEELS_MAX_MB) MB)"; \
+	test $$bytes -le $$(($(GPU_WHEELS_MAX_MB) * 1000000)) \
+	  || { echo "gpu-wheels: $(GPU_WHEELS) is over $(GPU_WHEELS_MAX_MB) MB" >&2; exit 1; }

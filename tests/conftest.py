@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from book import toc_files, toc_notebooks  # noqa: E402,F401  (re-exported for the tests)
 
 CHAPTERS = ROOT / "chapters"
-EXECUTED = ROOT / "_build" / "executed"
+EXECUTED = Path(os.environ.get("BOOK_EXECUTED_DIR") or ROOT / "_build" / "executed")
 """Executed copies of the chapters (default parameters), which tools/build_smoke_book.py renders."""
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 SESSION_BACKEND = os.environ.get("KERAS_BACKEND") or "tensorflow"
