@@ -1,8 +1,11 @@
 """Run profiles, seeding, device detection and the environment report.
 
 This is the lowest module of the package: it imports nothing else from
-``bigmodel_utils`` and does not import TensorFlow or Keras until a function
-needs them, so a chapter can set the profile before the framework starts.
+``bigmodel_utils`` (except :mod:`~bigmodel_utils.tensorflow_only` inside the
+branches taken under TensorFlow) and does not import Keras until a function
+needs it, so a chapter can set the profile before the framework starts. It
+never chooses the Keras backend: that stays the reader's (``KERAS_BACKEND``,
+else Keras's default), and :func:`environment_report` says which one runs.
 
 Used in every chapter.
 """
