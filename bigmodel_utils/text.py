@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .validation import check_choice
+
 CORPORA = {
     "shakespeare": (
         "tinyshakespeare.txt",
@@ -66,14 +68,6 @@ class Corpus:
         )
 
 
-def _check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValueError(
-            f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
-        )
-    return value
-
-
 def load_corpus(name: str, validation_fraction: float = 0.1) -> Corpus:
     """Return the bundled corpus ``name`` ("shakespeare" or "tang") split into training
     and validation text.
@@ -84,7 +78,7 @@ def load_corpus(name: str, validation_fraction: float = 0.1) -> Corpus:
     """
     from .data import book_file
 
-    _check_choice("name", name, tuple(CORPORA))
+    check_choice("name", name, tuple(CORPORA))
     if not 0 < validation_fraction < 1:
         raise ValueError(
             f"validation_fraction must be between 0 and 1, got {validation_fraction!r}"
@@ -248,7 +242,7 @@ def make_tokenizer(name: str, text: str, vocab_size: int = 512):
     """Train the tokeniser ``name`` ("char", "byte" or "bpe") on ``text``;
     ``vocab_size`` is for BPE only.
     """
-    _check_choice("tokenizer", name, TOKENIZERS)
+    check_choice("tokenizer", name, TOKENIZERS)
     if name == "char":
         return CharTokenizer.train(text)
     if name == "byte":
@@ -391,7 +385,7 @@ def tokenizer_to_dict(tokenizer) -> dict:
 
 def tokenizer_from_dict(description: dict):
     """The tokeniser that :func:`tokenizer_to_dict` described."""
-    name = _check_choice("tokenizer", description.get("name"), TOKENIZERS)
+    name = check_choice("tokenizer", description.get("name"), TOKENIZERS)
     if name == "char":
         return CharTokenizer(description["characters"])
     if name == "bpe":
