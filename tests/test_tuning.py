@@ -325,21 +325,30 @@ def test_memory_stays_flat_across_trials(tmp_path):
     """Each trial copies a 37 MiB training set into a tf.data pipeline, so a trial that kept its data, model or
     optimizer alive would add at least that much. The search (clear_session from KerasTuner, eager training
     state from CNNHyperModel.fit) must grow by less than 15 MiB per trial, and by less than a plain loop that
-    does neither (about 24 MiB per trial on TensorFlow 2.21)."""
+    does neither (21 to 29 MiB per trial over six rounds on TensorFlow 2.21; that comparison runs only under
+    TensorFlow).
+    The slope leaves out the first four trials: under JAX they still compile each optimizer's first step and
+    memory rises by up to 35 MiB a trial, then flattens (0.6 to 1.4 MiB a trial over trials 5-10 in six runs)."""
     rng = np.random.default_rng(0)
     x = rng.random((12_000, 28, 28, 1), dtype=np.float32)  # 37 MiB
     y = rng.integers(0, 10, len(x))
     tuner = tuning.make_tuner("random", tuning.CNNHyperModel(fixed=TINY), directory=tmp_path, project_name="m",
-                              max_trials=5, overwrite=True)
+                              max_trials=10, overwrite=True)
     with tuning.MemoryMonitor(interval=0.02) as monitor:
         tuner.search(x, y, validation_data=(x[:256], y[:256]), epochs=1, steps_per_epoch=2, verbose=0)
     after = [r["rss_mb"] for r in tuner.trial_log]
-    growth = tuning.growth_per_trial(after)
+    growth = tuning.growth_per_trial(after, skip=4)
     assert monitor.peak_mb >= max(after) - 1  # the monitor saw the whole search
     assert growth < 15, f"memory grows {growth:.1f} MiB per trial: {[round(a) for a in after]}"
+    print(f"growth per trial: {growth:.1f} MiB in the search ({keras.backend.backend()})")
 
-    naive = tuning.growth_per_trial(fit_in_a_loop(x, y, trials=4, clear=False))
-    print(f"growth per trial: {growth:.1f} MiB in the search, {naive:.1f} MiB in a loop without either measure")
+    if keras.backend.backend() != "tensorflow":
+        # The plain loop's leak is TensorFlow's: each fit keeps its tf.data copy of x alive. Under JAX the loop
+        # feeds NumPy batches, keeps no copy, and its slope is allocator noise (-1 to +28 MiB per trial in four
+        # runs on 2 cores), so a comparison with it would measure noise. The bound above still applies.
+        return
+    naive = tuning.growth_per_trial(fit_in_a_loop(x, y, trials=6, clear=False))
+    print(f"growth per trial: {naive:.1f} MiB in a loop without either measure")
     assert growth < naive + 2, f"the search grows {growth:.1f} MiB per trial, a naive loop {naive:.1f}"
 
 
