@@ -270,3 +270,16 @@ def test_actionlint_fails_on_book_yml_with_a_publish_job_that_needs_no_test(tmp_
     result = actionlint(path)
     assert result.returncode == 1
     assert "unit-tests" in result.stdout
+
+
+def test_running_page_names_every_package_a_chapter_installs_in_colab():
+    """"Running this book" tells a reader what each chapter's first cell installs in Colab; a package added to an
+    install cell must be named there too."""
+    text = (ROOT / "running.md").read_text().lower()
+    installs = chapter_installs()
+    assert {"05_tuning.ipynb", "07_model_to_product.ipynb", "08_future_challenges.ipynb"} <= set(installs)
+    names = {re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower() for wanted in installs.values()
+             for requirement in wanted}
+    assert {"keras-tuner", "ray", "onnxruntime", "dp-accounting"} <= names
+    unnamed = sorted(name for name in names if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text))
+    assert unnamed == [], f"running.md does not name {unnamed}, which chapters install in Colab"
