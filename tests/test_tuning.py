@@ -327,17 +327,19 @@ def test_memory_stays_flat_across_trials(tmp_path):
     state from CNNHyperModel.fit) must grow by less than 15 MiB per trial, and by less than a plain loop that
     does neither (21 to 29 MiB per trial over six rounds on TensorFlow 2.21; that comparison runs only under
     TensorFlow).
-    The slope leaves out the first four trials: under JAX they still compile each optimizer's first step and
-    memory rises by up to 35 MiB a trial, then flattens (0.6 to 1.4 MiB a trial over trials 5-10 in six runs)."""
+    Under JAX the slope leaves out the first four of ten trials: they still compile each optimizer's first step
+    and memory rises by up to 35 MiB a trial, then flattens (0.6 to 1.4 MiB a trial over trials 5-10 in six
+    runs). TensorFlow's slope is steady from the second trial, so it measures trials 2-6."""
+    warm_up = keras.backend.backend() == "jax"
     rng = np.random.default_rng(0)
     x = rng.random((12_000, 28, 28, 1), dtype=np.float32)  # 37 MiB
     y = rng.integers(0, 10, len(x))
     tuner = tuning.make_tuner("random", tuning.CNNHyperModel(fixed=TINY), directory=tmp_path, project_name="m",
-                              max_trials=10, overwrite=True)
+                              max_trials=10 if warm_up else 6, overwrite=True)
     with tuning.MemoryMonitor(interval=0.02) as monitor:
         tuner.search(x, y, validation_data=(x[:256], y[:256]), epochs=1, steps_per_epoch=2, verbose=0)
     after = [r["rss_mb"] for r in tuner.trial_log]
-    growth = tuning.growth_per_trial(after, skip=4)
+    growth = tuning.growth_per_trial(after, skip=4 if warm_up else 1)
     assert monitor.peak_mb >= max(after) - 1  # the monitor saw the whole search
     assert growth < 15, f"memory grows {growth:.1f} MiB per trial: {[round(a) for a in after]}"
     print(f"growth per trial: {growth:.1f} MiB in the search ({keras.backend.backend()})")
