@@ -88,7 +88,7 @@ def test_adaptation_learns_a_new_pattern_and_leaves_the_base_alone(base):
     results = {}
     for method, learning_rate in (("frozen", 1.0), ("full", 1e-2), ("lora", 5e-2)):
         _, results[method] = adapt.adapt(base, method, sequence, sequence, steps=30, batch_size=8,
-                                         learning_rate=learning_rate, rank=4, jit_compile=False)
+                                         learning_rate=learning_rate, rank=4)
     np.testing.assert_array_equal(logits(base, tokens()), before)
     assert results["frozen"].val_loss == pytest.approx(np.log(CONFIG.vocab_size), rel=0.1)
     assert results["full"].val_loss < 0.75 * results["frozen"].val_loss

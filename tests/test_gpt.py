@@ -225,7 +225,6 @@ def test_training_learns_a_periodic_sequence_below_its_baselines():
         warmup_steps=5,
         eval_every=30,
         eval_windows=8,
-        jit_compile=False,
     )
     assert run.steps == [30, 60] and run.tokens_seen == 60 * 16 * TINY.context
     assert (
