@@ -180,7 +180,7 @@ def send_to_parent(message: dict) -> None:
 
 def load_token_ids():
     """Tiny Shakespeare, character-encoded as chapter 6 does it: ``(ids, vocab_size)``."""
-    from bigmodel_utils import text
+    from bigmodel_utils.data import text
 
     corpus = text.load_corpus("shakespeare")
     tokenizer = text.CharTokenizer.train(corpus.train + corpus.validation)
@@ -359,7 +359,8 @@ def run_worker(name: str, args: argparse.Namespace) -> int:
         if args.single_thread:
             xla_flags = " ".join(filter(None, (os.environ.get("XLA_FLAGS"), SINGLE_THREAD_ENVIRONMENT["XLA_FLAGS"])))
             os.environ.update({**SINGLE_THREAD_ENVIRONMENT, "XLA_FLAGS": xla_flags})  # keep the user's XLA flags
-        from bigmodel_utils import gpt, text
+        from bigmodel_utils import gpt
+        from bigmodel_utils.data import text
 
         ids, vocab_size = load_token_ids()
         config = gpt.GPTConfig(vocab_size=vocab_size, context=args.context, num_layers=args.layers,

@@ -6,7 +6,7 @@
 Prints images per second for both setups (median of several timed passes
 after warm-up) and their ratio, and writes them as JSON to
 ``benchmarks/results/throughput-<backend>-<device>.json`` (or ``--output``).
-The setups are defined in ``bigmodel_utils.training`` (``classic_setup`` and
+The setups are defined in ``bigmodel_utils.cnn.training`` (``classic_setup`` and
 ``optimised_setup``); chapter 4 runs the same measurement.
 """
 
@@ -23,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from bigmodel_utils import data, models, runtime, training  # noqa: E402  (after the path fix)
+from bigmodel_utils.book import runtime  # noqa: E402  (after the path fix)
+from bigmodel_utils.cnn import models, training  # noqa: E402
+from bigmodel_utils.data import image_data  # noqa: E402
 
 
 def positive_int(text: str) -> int:
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     import keras
 
     runtime.set_seed(0)
-    dataset = data.load_dataset("fashion_mnist", "quick")
+    dataset = image_data.load_dataset("fashion_mnist", "quick")
     images, labels = dataset.x_train[: args.num_images], dataset.y_train[: args.num_images]
     size = args.image_size or images.shape[1]
     channels = 3 if args.model == "classic" and args.image_size else 1

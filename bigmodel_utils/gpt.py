@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import text
+from bigmodel_utils.data import text
 
 # --------------------------------------------------------------------------------------
 # Attention from scratch, in NumPy
@@ -708,7 +708,7 @@ def _jit_function(wrapper: keras.Model):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         function = tensorflow_only.compile_function(lambda x: wrapper(x, training=False), jit_compile=True)
     elif backend == "jax":

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 BATCH_SIZES = (1, 4, 16, 64)
 """The batch sizes the models are compiled for: a batch is padded up to the next one (and split above 64),
@@ -167,10 +167,10 @@ def check_classify(body, image_shape: tuple[int, int, int] = (28, 28, 1)) -> np.
     in [0, 1].
 
     Accepts H x W or H x W x C nested lists, uint8 values 0-255 or floats in [0, 1]
-    (:func:`bigmodel_utils.training.check_images` checks and scales them). Raises :class:`RequestError` naming
+    (:func:`bigmodel_utils.cnn.training.check_images` checks and scales them). Raises :class:`RequestError` naming
     the field otherwise. Used in chapter 7.
     """
-    from .training import check_images
+    from bigmodel_utils.cnn.training import check_images
 
     request = _parse(ClassifyRequest, body)
     try:
@@ -269,7 +269,7 @@ def generate_batch(model, jobs: Sequence[GenerationJob], batch_sizes: Sequence[i
     ``batch_sizes`` (and split above the largest) so that a few compiled shapes serve all. Every job must fit
     the context: prompt plus new tokens at most ``model.config.context``. Used in chapter 7.
     """
-    from . import gpt
+    from bigmodel_utils import gpt
 
     batch_sizes = _check_batch_sizes(batch_sizes)
     jobs = list(jobs)
@@ -301,7 +301,7 @@ def _decode_together(model, jobs: list[GenerationJob], batch_sizes: tuple[int, .
     """:func:`generate_batch` for at most ``max(batch_sizes)`` jobs: one padded batch, one KV cache."""
     from keras import ops
 
-    from . import gpt
+    from bigmodel_utils import gpt
 
     size = _padded_size(len(jobs), batch_sizes)
     cache = gpt.KVCache(model, size)  # zero keys and values for `size` rows, and the compiled step
@@ -334,10 +334,10 @@ def _predict_function(model) -> Callable[[np.ndarray], np.ndarray]:
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         return tensorflow_only.compile_numpy_function(lambda x: model(x, training=False))
-    from . import gpt
+    from bigmodel_utils import gpt
 
     class _Predict(keras.Model):
         def __init__(self, inner):
@@ -456,8 +456,8 @@ class ModelServer:
         started = time.perf_counter()
         import keras
 
-        from . import gpt
-        from .data import FASHION_MNIST_CLASSES
+        from bigmodel_utils import gpt
+        from bigmodel_utils.data.image_data import FASHION_MNIST_CLASSES
 
         imported = time.perf_counter()
         self.cnn = keras.saving.load_model(cnn_path, compile=False, safe_mode=True)

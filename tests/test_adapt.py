@@ -1,4 +1,4 @@
-"""LoRA and post-training quantisation of the GPT (bigmodel_utils.adapt)."""
+"""LoRA and post-training quantisation of the GPT (bigmodel_utils.techniques.adapt)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import adapt, export, gpt
+from bigmodel_utils import gpt
+from bigmodel_utils.techniques import adapt, export
 
 CONFIG = gpt.GPTConfig(vocab_size=24, context=16, num_layers=2, num_heads=2, width=16)
 

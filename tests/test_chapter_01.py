@@ -45,7 +45,7 @@ def test_tokens_per_parameter(results):
 def test_full_profile_draws_its_larger_bootstrap(run_chapter):
     # The full profile differs from smoke only in BOOTSTRAP_SAMPLES (5,000 instead of 100), and the whole chapter
     # takes seconds, so it runs unshrunk: the interval it reports is the one 5,000 resamples give, not 100.
-    from bigmodel_utils import trends
+    from bigmodel_utils.calculators import trends
 
     results = run_chapter("01_background", profile="full")
     assert results["profile"] == "full"

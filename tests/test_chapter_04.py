@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bigmodel_utils import models
+from bigmodel_utils.cnn import models
 
 CHAPTER = "04_cnn_on_gpu"
 

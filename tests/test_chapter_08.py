@@ -107,7 +107,7 @@ def test_explanations_cover_four_real_images(results):
 
 
 def test_projection_starts_from_the_frontier_of_the_data(results):
-    from bigmodel_utils import trends
+    from bigmodel_utils.calculators import trends
 
     epoch = trends.load_epoch_models()
     start = results["projection_start"]

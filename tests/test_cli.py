@@ -1,4 +1,4 @@
-"""Tests for the command line ``python -m bigmodel_utils train``: flag errors, a finished run, kill and resume."""
+"""Tests for the command line ``python -m bigmodel_utils.cnn train``: flag errors, a finished run, kill and resume."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel_utils import __main__ as cli
+from bigmodel_utils.cnn import __main__ as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--profile", "smoke", "--num-train", "640", "--num-test", "200", "--width", "4", "--batch-size", "64",
@@ -54,12 +54,12 @@ def test_output_is_required_and_must_be_a_folder(tmp_path, capsys):
 
 
 def test_an_output_folder_that_cannot_be_written_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch):
-    import bigmodel_utils.data
+    import bigmodel_utils.data.image_data
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("the data was loaded before --output was checked")
 
-    monkeypatch.setattr(bigmodel_utils.data, "load_dataset", must_not_load)
+    monkeypatch.setattr(bigmodel_utils.data.image_data, "load_dataset", must_not_load)
     file = tmp_path / "file.txt"
     file.write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
@@ -78,7 +78,7 @@ def test_classic_model_refuses_an_image_size_it_cannot_take(tmp_path, capsys):
 
 def start(output: Path, epochs: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    command = [sys.executable, "-m", "bigmodel_utils", "train", "--epochs", str(epochs), "--output", str(output),
+    command = [sys.executable, "-m", "bigmodel_utils.cnn", "train", "--epochs", str(epochs), "--output", str(output),
                "--patience", "50", *SMALL, *extra]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bigmodel_utils import costs, trends
+from bigmodel_utils.calculators import costs, trends
 
 
 def test_one_petaflop_second_for_an_hour_is_one_gpu_hour():

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from bigmodel_utils import diagrams  # noqa: E402
+from bigmodel_utils.book import diagrams  # noqa: E402
 
 
 def test_box_returns_its_centre_and_adds_a_patch():

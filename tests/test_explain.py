@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import explain, models
+from bigmodel_utils.cnn import models
+from bigmodel_utils.techniques import explain
 
 SIZE, SQUARE = 24, 5
 

@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.export: SavedModel and ONNX agree with Keras, int8 ONNX is smaller and still
+"""Tests for bigmodel_utils.techniques.export: SavedModel and ONNX agree with Keras, int8 ONNX is smaller and still
 agrees, the size and timing helpers measure what they say, and bad arguments are named."""
 
 from __future__ import annotations
@@ -9,7 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import data, export, gpt, models
+from bigmodel_utils import gpt
+from bigmodel_utils.cnn import models
+from bigmodel_utils.data import image_data
+from bigmodel_utils.techniques import export
 
 TENSORFLOW = keras.backend.backend() == "tensorflow"
 needs_tensorflow = pytest.mark.skipif(not TENSORFLOW, reason="SavedModel and tf2onnx export need TensorFlow")
@@ -22,9 +25,9 @@ def random_images(n, seed=0):
 @pytest.fixture(scope="module")
 def fashion():
     """2,000 training and 500 test images of the bundled Fashion-MNIST subset, as float32 (N, 28, 28, 1)."""
-    dataset = data.load_fashion_mnist()
-    return (data.prepare_images(dataset.x_train[:2000]), dataset.y_train[:2000],
-            data.prepare_images(dataset.x_test[:500]), dataset.y_test[:500])
+    dataset = image_data.load_fashion_mnist()
+    return (image_data.prepare_images(dataset.x_train[:2000]), dataset.y_train[:2000],
+            image_data.prepare_images(dataset.x_test[:500]), dataset.y_test[:500])
 
 
 @pytest.fixture(scope="module")

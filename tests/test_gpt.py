@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import gpt, text
+from bigmodel_utils import gpt
+from bigmodel_utils.data import text
 
 TINY = gpt.GPTConfig(vocab_size=11, context=12, num_layers=2, num_heads=2, width=16)
 

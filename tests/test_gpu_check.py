@@ -142,7 +142,7 @@ def test_datasheet_peaks(device, policy, peak):
 
 
 def test_datasheet_peaks_agree_with_the_cost_calculator():
-    from bigmodel_utils import costs
+    from bigmodel_utils.calculators import costs
 
     for short, policy in (("T4", "mixed_float16"), ("A100", "mixed_bfloat16"), ("H100", "mixed_bfloat16")):
         spec = costs.ACCELERATORS[short]

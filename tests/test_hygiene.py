@@ -79,13 +79,13 @@ def test_chapter_contract(path):
 
 
 def test_repository_url_is_set_once():
-    from bigmodel_utils import runtime
+    from bigmodel_utils.data import files
 
-    assert runtime.REPOSITORY_URL == REPO_URL, "runtime.REPOSITORY_URL must equal repository.url in _config.yml"
+    assert files.REPOSITORY_URL == REPO_URL, "files.REPOSITORY_URL must equal repository.url in _config.yml"
 
 
 def test_no_tf_keras_in_package():
-    for path in (ROOT / "bigmodel_utils").glob("*.py"):
+    for path in (ROOT / "bigmodel_utils").rglob("*.py"):
         assert "tf.keras" not in path.read_text(), f"{path.name} uses tf.keras; use Keras 3 (import keras)"
 
 

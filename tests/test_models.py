@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.models: parameter counts from first principles, shapes, dtypes, validation."""
+"""Tests for bigmodel_utils.cnn.models: parameter counts from first principles, shapes, dtypes, validation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import models, training
+from bigmodel_utils.cnn import models, training
 
 
 def conv_params(kernel: int, channels_in: int, filters: int) -> int:
@@ -43,10 +43,10 @@ def test_classic_224_has_44_million_parameters_mostly_in_one_layer():
 @pytest.mark.parametrize(("size", "filters", "head"), [(64, (16, 32), "flatten"), (96, (32, 64, 128), "gap"),
                                                       (224, (8,), "gap")])
 def test_classic_layout_variants_match_the_formula_of_scaling(size, filters, head):
-    from bigmodel_utils import scaling
+    from bigmodel_utils.calculators import footprint
 
     model = models.build_classic_cnn((size, size, 3), filters=filters, head=head)
-    assert model.count_params() == scaling.cnn_costs(size, 3, filters=filters, head=head)["params"]
+    assert model.count_params() == footprint.cnn_costs(size, 3, filters=filters, head=head)["params"]
 
 
 def test_classic_layout_refuses_bad_filters_and_heads():

@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.parallel: ZeRO's memory per device against the paper's worked example, the
+"""Tests for bigmodel_utils.techniques.parallel: ZeRO's memory per device against the paper's worked example, the
 GPT's sharding layout, and the sharded training run on two virtual JAX devices."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import gpt, parallel
+from bigmodel_utils import gpt
+from bigmodel_utils.techniques import parallel
 
 GB = 1e9  # Rajbhandari et al. count gigabytes in powers of ten
 

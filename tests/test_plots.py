@@ -1,4 +1,4 @@
-"""bigmodel_utils.plots: one theme, labelled figures."""
+"""bigmodel_utils.book.plots: one theme, labelled figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from bigmodel_utils import plots  # noqa: E402
+from bigmodel_utils.book import plots  # noqa: E402
 
 
 def test_theme_sets_the_book_defaults():

@@ -9,7 +9,9 @@ import re
 import matplotlib
 import pytest
 
-from bigmodel_utils import data, inference, pricing
+from bigmodel_utils.calculators import pricing
+from bigmodel_utils.data import files
+from bigmodel_utils.techniques import decoding
 
 matplotlib.use("Agg")
 
@@ -21,10 +23,10 @@ def test_price_table_loads_and_every_row_is_sourced_and_dated():
     assert all(re.match(r"https://[\w.-]+\.\w+/", source) for source in table["source"])
     assert all(re.fullmatch(r"20\d\d-(0[1-9]|1[0-2])", as_of) for as_of in table["as_of"])
     assert (table["price_usd"] > 0).all()
-    assert hashlib.sha256((data.data_dir() / pricing.PRICES_FILE).read_bytes()).hexdigest() == pricing.PRICES_SHA256
+    assert hashlib.sha256((files.data_dir() / pricing.PRICES_FILE).read_bytes()).hexdigest() == pricing.PRICES_SHA256
     # every priced GPU has a datasheet bandwidth, so the chapter can turn its price into a cost per token
     gpus = table[table["kind"] == "gpu_hour"]
-    assert set(gpus["accelerator"]) <= set(inference.GPUS)
+    assert set(gpus["accelerator"]) <= set(decoding.GPUS)
     assert {"T4", "L4", "A100-80GB", "H100"} <= set(gpus["accelerator"])
 
 
@@ -102,7 +104,7 @@ def test_break_even_figure():
 
 
 def test_a_row_without_a_source_or_date_is_refused(monkeypatch, tmp_path):
-    original = (data.data_dir() / pricing.PRICES_FILE).read_text()
+    original = (files.data_dir() / pricing.PRICES_FILE).read_text()
     lines = original.splitlines()
     monkeypatch.setenv("BOOK_DATA_DIR", str(tmp_path))
     no_source = lines[:2] + [lines[2].replace("https://aws.amazon.com/ec2/pricing/on-demand/", "")]

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 from scipy.stats import norm
 
-from bigmodel_utils import privacy
+from bigmodel_utils.techniques import privacy
 
 
 def to_numpy(values):

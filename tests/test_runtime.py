@@ -1,4 +1,4 @@
-"""bigmodel_utils.runtime: profiles, seeding, results files and the environment report."""
+"""bigmodel_utils.book.runtime: profiles, seeding, results files and the environment report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bigmodel_utils import runtime
+from bigmodel_utils.book import runtime
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full", " Quick "])

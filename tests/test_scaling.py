@@ -1,4 +1,5 @@
-"""Tests for bigmodel_utils.scaling: the formulas against Keras's own counts and TensorFlow's FLOP count."""
+"""Tests for bigmodel_utils.calculators.footprint: the formulas against
+ Keras's own counts and TensorFlow's FLOP count."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import keras
 import pytest
 from keras import layers
 
-from bigmodel_utils import models, scaling
+from bigmodel_utils.backend import jax_only
+from bigmodel_utils.calculators import footprint
+from bigmodel_utils.cnn import models
 
 
 def lenet5_like():
@@ -59,7 +62,7 @@ def model(request):
 
 
 def test_parameter_formulas_match_keras(model):
-    costs = scaling.layer_costs(model)
+    costs = footprint.layer_costs(model)
     assert sum(c.params for c in costs) == model.count_params()
     for cost in costs:  # layer by layer, not only in total
         assert cost.params == model.get_layer(cost.name).count_params(), cost.name
@@ -78,9 +81,9 @@ def test_flop_formulas_match_the_backends_own_count(model):
     """Layer by layer against an independent count: TensorFlow's profiler (TensorFlow backend) counts what the
     formulas count; XLA's cost analysis (JAX) counts only the kernel taps inside the image, so with "same"
     padding it finds fewer, exactly as many as the taps that land inside."""
-    formula = {c.name: c.flops for c in scaling.layer_costs(model) if c.flops}
+    formula = {c.name: c.flops for c in footprint.layer_costs(model) if c.flops}
     if keras.backend.backend() == "tensorflow":
-        from bigmodel_utils import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         counted = tensorflow_only.flop_count(model)
         assert counted, "found no Conv2D or MatMul ops"
@@ -88,7 +91,7 @@ def test_flop_formulas_match_the_backends_own_count(model):
         return
     if keras.backend.backend() != "jax":
         pytest.skip("an independent FLOP count needs TensorFlow's profiler or XLA (JAX)")
-    counted = scaling.xla_flop_count(model)
+    counted = jax_only.xla_flop_count(model)
     assert list(counted) == list(formula)
     for name, flops in counted.items():
         layer = model.get_layer(name)
@@ -105,22 +108,22 @@ def test_flop_formulas_match_the_backends_own_count(model):
 def test_each_flop_counter_refuses_the_other_backend(model):
     if keras.backend.backend() == "tensorflow":
         with pytest.raises(RuntimeError, match="xla_flop_count needs KERAS_BACKEND=jax"):
-            scaling.xla_flop_count(model)
+            jax_only.xla_flop_count(model)
     else:
         pytest.importorskip("tensorflow")
-        from bigmodel_utils import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         with pytest.raises(RuntimeError, match="flop_count needs KERAS_BACKEND=tensorflow"):
             tensorflow_only.flop_count(model)
 
 
 def test_classic_cnn_known_numbers():
-    costs = scaling.layer_costs(models.build_classic_cnn())
+    costs = footprint.layer_costs(models.build_classic_cnn())
     big = max(costs, key=lambda c: c.params)
     assert sum(c.params for c in costs) == 44_401_226
     assert big.kind == "Dense" and big.params == (26 * 26 * 128 + 1) * 512
-    assert scaling.cnn_costs(224)["params"] == 44_401_226
-    assert scaling.cnn_costs(224)["flops"] == sum(c.flops for c in costs)
+    assert footprint.cnn_costs(224)["params"] == 44_401_226
+    assert footprint.cnn_costs(224)["flops"] == sum(c.flops for c in costs)
 
 
 @pytest.mark.parametrize("filters,size,head", [((16, 32), 64, "flatten"), ((32, 64, 128, 256), 96, "gap"),
@@ -133,54 +136,54 @@ def test_cnn_costs_matches_a_built_keras_model(filters, size, head):
     model.add(layers.GlobalAveragePooling2D() if head == "gap" else layers.Flatten())
     model.add(layers.Dense(512, activation="relu"))
     model.add(layers.Dense(10))
-    expected = scaling.cnn_costs(size, 3, filters, head=head)
+    expected = footprint.cnn_costs(size, 3, filters, head=head)
     assert expected["params"] == model.count_params()
-    assert expected["flops"] == sum(c.flops for c in scaling.layer_costs(model))
+    assert expected["flops"] == sum(c.flops for c in footprint.layer_costs(model))
 
 
 def test_small_formulas_by_hand():
-    assert scaling.dense_params(3, 2) == 8 and scaling.dense_params(3, 2, use_bias=False) == 6
-    assert scaling.conv2d_params(3, 32, 3) == 896
-    assert scaling.conv2d_params(2, 4, (1, 5), use_bias=False) == 40
-    assert scaling.conv_output_size(224, 3) == 222 and scaling.conv_output_size(7, 3, 2, "same") == 4
-    assert scaling.conv2d_flops((2, 2), 1, 1, 3) == 2 * 4 * 9
-    assert scaling.dense_flops(512, 10) == 10_240
+    assert footprint.dense_params(3, 2) == 8 and footprint.dense_params(3, 2, use_bias=False) == 6
+    assert footprint.conv2d_params(3, 32, 3) == 896
+    assert footprint.conv2d_params(2, 4, (1, 5), use_bias=False) == 40
+    assert footprint.conv_output_size(224, 3) == 222 and footprint.conv_output_size(7, 3, 2, "same") == 4
+    assert footprint.conv2d_flops((2, 2), 1, 1, 3) == 2 * 4 * 9
+    assert footprint.dense_flops(512, 10) == 10_240
 
 
 def test_memory_recipes():
-    assert scaling.bytes_per_parameter("mixed bf16 + Adam") == 16
-    assert scaling.bytes_per_parameter("float32 + Adam") == 16
-    assert scaling.bytes_per_parameter("pure bf16 + Adam") == 8
-    assert scaling.bytes_per_parameter("float32 + SGD") == 8
-    gpt3 = scaling.training_memory(175e9, "bf16", optimizer="adam", master_weights="fp32")
+    assert footprint.bytes_per_parameter("mixed bf16 + Adam") == 16
+    assert footprint.bytes_per_parameter("float32 + Adam") == 16
+    assert footprint.bytes_per_parameter("pure bf16 + Adam") == 8
+    assert footprint.bytes_per_parameter("float32 + SGD") == 8
+    gpt3 = footprint.training_memory(175e9, "bf16", optimizer="adam", master_weights="fp32")
     assert gpt3.total == pytest.approx(2.8e12)
     assert gpt3.as_dict()["optimizer_state"] == pytest.approx(175e9 * 8)
-    assert scaling.inference_memory(7e9, "int8") == 7e9
-    assert scaling.inference_memory(7e9, "int4") == 3.5e9
-    assert scaling.activation_memory(1000, 32, "bf16") == 64_000
+    assert footprint.inference_memory(7e9, "int8") == 7e9
+    assert footprint.inference_memory(7e9, "int4") == 3.5e9
+    assert footprint.activation_memory(1000, 32, "bf16") == 64_000
 
 
 def test_training_flops_rule():
     # GPT-3: 175e9 parameters x 300e9 tokens x 6 = 3.15e23, the paper reports 3.14e23.
-    assert scaling.training_flops(175e9, 300e9) == pytest.approx(3.15e23)
-    assert scaling.compute_optimal_tokens(70e9) == pytest.approx(1.4e12)
+    assert footprint.training_flops(175e9, 300e9) == pytest.approx(3.15e23)
+    assert footprint.compute_optimal_tokens(70e9) == pytest.approx(1.4e12)
 
 
 @pytest.mark.parametrize("call,name", [
-    (lambda: scaling.dense_params(0, 10), "in_features"),
-    (lambda: scaling.dense_params(10, 2.5), "units"),
-    (lambda: scaling.conv2d_params(3, 8, (3, 3, 3)), "kernel_size"),
-    (lambda: scaling.conv2d_params(True, 8, 3), "in_channels"),
-    (lambda: scaling.conv_output_size(2, 3), "kernel_size"),
-    (lambda: scaling.conv_output_size(8, 3, padding="full"), "padding"),
-    (lambda: scaling.conv2d_flops((0, 4), 3, 8, 3), "output height"),
-    (lambda: scaling.bytes_per_value("float64"), "dtype"),
-    (lambda: scaling.training_memory(1e9, optimizer="adamax"), "optimizer"),
-    (lambda: scaling.training_memory(-5), "num_params"),
-    (lambda: scaling.training_flops(7e9, float("nan")), "num_tokens"),
-    (lambda: scaling.bytes_per_parameter("fp64 + Adam"), "recipe"),
-    (lambda: scaling.cnn_costs(10), "image_size"),
-    (lambda: scaling.cnn_costs(224, head="attention"), "head"),
+    (lambda: footprint.dense_params(0, 10), "in_features"),
+    (lambda: footprint.dense_params(10, 2.5), "units"),
+    (lambda: footprint.conv2d_params(3, 8, (3, 3, 3)), "kernel_size"),
+    (lambda: footprint.conv2d_params(True, 8, 3), "in_channels"),
+    (lambda: footprint.conv_output_size(2, 3), "kernel_size"),
+    (lambda: footprint.conv_output_size(8, 3, padding="full"), "padding"),
+    (lambda: footprint.conv2d_flops((0, 4), 3, 8, 3), "output height"),
+    (lambda: footprint.bytes_per_value("float64"), "dtype"),
+    (lambda: footprint.training_memory(1e9, optimizer="adamax"), "optimizer"),
+    (lambda: footprint.training_memory(-5), "num_params"),
+    (lambda: footprint.training_flops(7e9, float("nan")), "num_tokens"),
+    (lambda: footprint.bytes_per_parameter("fp64 + Adam"), "recipe"),
+    (lambda: footprint.cnn_costs(10), "image_size"),
+    (lambda: footprint.cnn_costs(224, head="attention"), "head"),
 ])
 def test_errors_name_the_argument(call, name):
     with pytest.raises(ValueError, match=name):
@@ -190,9 +193,9 @@ def test_errors_name_the_argument(call, name):
 def test_layer_costs_rejects_unsupported_layers():
     model = keras.Sequential([keras.Input((8, 8, 3)), layers.DepthwiseConv2D(3), layers.Flatten(), layers.Dense(2)])
     with pytest.raises(ValueError, match="DepthwiseConv2D"):
-        scaling.layer_costs(model)
+        footprint.layer_costs(model)
 
 
 def test_dtype_aliases():
-    assert scaling.canonical_dtype("BF16") == "bfloat16"
-    assert scaling.bytes_per_value("fp16") == 2
+    assert footprint.canonical_dtype("BF16") == "bfloat16"
+    assert footprint.bytes_per_value("fp16") == 2

@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.scaling_laws: the fits recover laws they were given, the bootstrap covers the
+"""Tests for bigmodel_utils.techniques.scaling_laws: the fits recover laws they were given, the bootstrap covers the
 truth, IsoFLOP optima land where the parabola bottoms out, and a reused SizeTrainer equals a fresh one."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bigmodel_utils import gpt, scaling_laws
+from bigmodel_utils import gpt
+from bigmodel_utils.techniques import scaling_laws
 
 SIZES = np.array([500.0, 1_800, 6_600, 25_000, 100_000])
 

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import autodiff, scratch
+from bigmodel_utils import scratch
+from bigmodel_utils.backend import autodiff
 
 TOL = {"float64": {"rtol": 1e-5, "atol": 1e-12}, "float32": {"rtol": 1e-4, "atol": 1e-5}}
 DTYPES = ("float64", "float32")

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from bigmodel_utils import gpt, models, serving, text
+from bigmodel_utils import gpt, serving
+from bigmodel_utils.cnn import models
+from bigmodel_utils.data import text
 
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
 CONTEXT = 64

@@ -1,4 +1,4 @@
-"""Corpora, tokenisers, baselines and windows of bigmodel_utils.text."""
+"""Corpora, tokenisers, baselines and windows of bigmodel_utils.data.text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from bigmodel_utils import text
+from bigmodel_utils.data import text
 
 SHARED = ROOT.parent / "shared" / "corpora"
 JING_YE_SI = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"  # Li Bai, a 五言绝句

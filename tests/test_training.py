@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.training: precision choice, pipelines, callbacks, resuming, throughput, predict,
+"""Tests for bigmodel_utils.cnn.training: precision choice, pipelines, callbacks, resuming, throughput, predict,
 and a MirroredStrategy run on two logical CPU devices (in a subprocess, which owns its device split)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from bigmodel_utils import models, training
+from bigmodel_utils.cnn import models, training
 
 ROOT = Path(__file__).resolve().parent.parent
 T4 = training.DeviceInfo("GPU", "Tesla T4", (7, 5))
@@ -277,7 +277,7 @@ def test_predict_says_what_it_expects_when_the_input_is_wrong(small_model, image
 
 def test_split_cpu_refuses_once_tensorflow_has_started():
     tf = pytest.importorskip("tensorflow")
-    from bigmodel_utils import tensorflow_only
+    from bigmodel_utils.backend import tensorflow_only
 
     tf.constant(1.0) + 1.0  # make sure the runtime is initialised in this process
     count = len(tf.config.list_logical_devices("CPU"))
@@ -291,11 +291,13 @@ MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np
-    from bigmodel_utils import data, models, tensorflow_only, training
+    from bigmodel_utils.backend import tensorflow_only
+    from bigmodel_utils.cnn import models, training
+    from bigmodel_utils.data import image_data
     devices = tensorflow_only.split_cpu(2)  # before any other TensorFlow operation
     import tensorflow as tf
     strategy = tf.distribute.MirroredStrategy(devices)
-    dataset = data.load_dataset("fashion_mnist", "smoke", num_train=1536, num_test=500)
+    dataset = image_data.load_dataset("fashion_mnist", "smoke", num_train=1536, num_test=500)
     per_replica = 32
     global_batch = per_replica * strategy.num_replicas_in_sync
     train_ds = training.make_pipeline(dataset.x_train, dataset.y_train, global_batch, shuffle=True)
@@ -343,7 +345,7 @@ def test_without_tensorflow_the_pipeline_is_numpy_batches_and_still_trains(monke
 
 
 def test_load_or_train_cnn_trains_once_then_loads_the_saved_model(tmp_path, capsys):
-    from bigmodel_utils.data import ImageDataset
+    from bigmodel_utils.data.image_data import ImageDataset
 
     images, labels = tiny_data(64)
     dataset = ImageDataset("tiny", images, labels, images[:16], labels[:16], tuple("abcdefghij"), "test", False)

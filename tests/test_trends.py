@@ -1,4 +1,4 @@
-"""Tests for bigmodel_utils.trends: the fits on data with a known answer, and the two bundled tables."""
+"""Tests for bigmodel_utils.calculators.trends: the fits on data with a known answer, and the two bundled tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bigmodel_utils import trends
+from bigmodel_utils.calculators import trends
 
 RAW_EPOCH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "epoch_notable_ai_models_2025-03.csv"
 

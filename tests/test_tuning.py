@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from keras_tuner.src.tuners.hyperband import HyperbandOracle
 
-from bigmodel_utils import data, tuning
+from bigmodel_utils import tuning
+from bigmodel_utils.data import image_data
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"width": 8, "dense_units": 32, "batch_size": 64}  # pinned so that every trial is cheap
@@ -189,7 +190,7 @@ def test_best_so_far_is_a_running_maximum():
 
 
 def test_search_split_is_disjoint_balanced_and_leaves_the_test_set_alone():
-    dataset = data.load_fashion_mnist(subset=True)
+    dataset = image_data.load_fashion_mnist(subset=True)
     (x_train, y_train), (x_val, y_val) = tuning.search_split(dataset, 3000, 1000, seed=1)
     assert x_train.shape == (3000, 28, 28, 1) and x_val.shape == (1000, 28, 28, 1) and x_train.dtype == np.float32
     flat_train = {img.tobytes() for img in (x_train * 255).round().astype(np.uint8)}

@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from bigmodel_utils import data, models, training, validation
+from bigmodel_utils import validation
+from bigmodel_utils.cnn import models, training
+from bigmodel_utils.data import image_data
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)])
@@ -66,7 +68,7 @@ def test_the_package_uses_the_same_idea_of_an_integer_everywhere():
     assert training.scaled_learning_rate(1e-3, np.int64(64)) == pytest.approx(2e-3)
     for call in (lambda: training.make_pipeline(images, labels, True),
                  lambda: models.build_improved_cnn(width=4.0),
-                 lambda: data.check_image_size(32.0),
+                 lambda: image_data.check_image_size(32.0),
                  lambda: training.scaled_learning_rate(1e-3, True)):
         with pytest.raises(ValueError, match=r"must be (a positive integer|an integer from 1 to \d+), got "):
             call()

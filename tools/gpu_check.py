@@ -11,7 +11,8 @@ along as wheels:
 The wheels are for the GPU machine's Python (3.12 by default; ``make gpu-wheels GPU_PYTHON=3.11`` for another).
 When ``make gpu-wheels`` finds the full Fashion-MNIST on this machine (Debian's ``dataset-fashion-mnist`` or the
 Keras cache), it copies it into ``_build/gpu-wheels/fashion-mnist/``, and this script puts it in the Keras cache
-there, so the CNN trains on all 60,000 images offline; otherwise ``bigmodel_utils.data`` falls back to the bundled
+there, so the CNN trains on all 60,000 images offline; otherwise
+``bigmodel_utils.data.image_data`` falls back to the bundled
 subset and says so. Tiny Shakespeare is read from the repository's ``data/``.
 
 Both models run in their chapters' ``full`` configurations (the parameters cells of
@@ -20,7 +21,7 @@ the numbers here match them), with the precision policy that ``training.resolve_
 device (``mixed_bfloat16`` on compute capability 8.0 or more). Each model trains for at most
 ``--seconds-per-model`` seconds (compile included) or its chapter's full schedule, whichever ends first, in windows
 of steps: the first window (compile and warm-up) is left out and the throughput is the median over the others.
-Model FLOPs come from the package's own counts: ``scaling.layer_costs`` for the CNN's forward pass (times three for
+Model FLOPs come from the package's own counts: ``footprint.layer_costs`` for the CNN's forward pass (times three for
 training) and ``gpt.flops_per_token`` for the GPT (6N plus attention and the output layer). MFU divides the
 achieved FLOP/s by the GPU's datasheet dense peak at the training precision (``DATASHEET_PEAKS``), or by
 ``--peak-tflops``. The CNN's augmentation is left out: done in NumPy on the host it would time the input pipeline,
@@ -198,14 +199,14 @@ def run_windows(prepare, train, max_steps: int, budget_seconds: float, first_win
 
 def _seed_fashion_mnist(folder: Path | None) -> str | None:
     """Copy the full Fashion-MNIST files from ``folder`` into the Keras cache when they are not there yet."""
-    from bigmodel_utils import data
+    from bigmodel_utils.data import files, image_data
 
     if folder is None or not folder.is_dir():
         return None
-    names = [name for name, _ in data.FASHION_MNIST_FILES.values()]
+    names = [name for name, _ in image_data.FASHION_MNIST_FILES.values()]
     if not all((folder / name).is_file() for name in names):
         return None
-    target = data.keras_cache_dir() / "fashion-mnist"
+    target = files.keras_cache_dir() / "fashion-mnist"
     if all((target / name).is_file() for name in names):
         return None
     target.mkdir(parents=True, exist_ok=True)
@@ -218,12 +219,15 @@ def train_cnn(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
     """Chapter 4's improved CNN on Fashion-MNIST: bounded training, then test accuracy."""
     import numpy as np
 
-    from bigmodel_utils import data, models, runtime, scaling, training
+    from bigmodel_utils.book import runtime
+    from bigmodel_utils.calculators import footprint
+    from bigmodel_utils.cnn import models, training
+    from bigmodel_utils.data import image_data
 
     runtime.set_seed(SEED)
     # the full set (all of it: the bundled subset, when that is all there is) or, in a dry run, its first images
     counts = {"num_train": config["NUM_TRAIN"], "num_test": config["NUM_TEST"]} if dry_run else {}
-    dataset = data.load_dataset("fashion_mnist", "full", **counts)
+    dataset = image_data.load_dataset("fashion_mnist", "full", **counts)
     num_val = len(dataset.y_train) // 10  # held out as in chapter 4 (not used here)
     x_train = (dataset.x_train[:-num_val, ..., None] / 255.0).astype("float32")
     y_train = dataset.y_train[:-num_val]
@@ -236,7 +240,7 @@ def train_cnn(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
     with training.precision_policy(policy):
         model = models.build_improved_cnn((28, 28, 1), num_classes=10, width=config["WIDTH"])
     training.compile_classifier(model, schedule, jit_compile="auto")
-    forward = sum(cost.flops for cost in scaling.layer_costs(model))
+    forward = sum(cost.flops for cost in footprint.layer_costs(model))
     flops_per_image = 3.0 * forward  # forward + backward (twice the forward), as chapter 2 counts 6ND = 3 x 2ND
 
     rng = np.random.default_rng(SEED)
@@ -273,7 +277,10 @@ def train_cnn(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
 
 def train_gpt(config: dict, policy: str, budget_seconds: float, dry_run: bool) -> dict:
     """Chapter 6's character-level GPT on Tiny Shakespeare: bounded training, then validation loss."""
-    from bigmodel_utils import gpt, runtime, text, training
+    from bigmodel_utils import gpt
+    from bigmodel_utils.book import runtime
+    from bigmodel_utils.cnn import training
+    from bigmodel_utils.data import text
 
     runtime.set_seed(SEED)
     shakespeare = text.load_corpus("shakespeare")
@@ -397,9 +404,10 @@ def main(argv=None) -> int:
               "run it on a GPU machine, or pass --dry-run for the CPU check", file=sys.stderr)
         return EXIT_NO_GPU
     # installed from a wheel, the package has no data/ beside it: read the repository's
-    from bigmodel_utils import data, training
+    from bigmodel_utils.cnn import training
+    from bigmodel_utils.data import files
 
-    if not (data.data_dir() / "tinyshakespeare.txt").is_file() and (ROOT / "data" / "tinyshakespeare.txt").is_file():
+    if not (files.data_dir() / "tinyshakespeare.txt").is_file() and (ROOT / "data" / "tinyshakespeare.txt").is_file():
         os.environ["BOOK_DATA_DIR"] = str(ROOT / "data")
     seeded = _seed_fashion_mnist(args.fashion_mnist_dir)
     if seeded:

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
-from bigmodel_utils.text import is_quatrain  # noqa: E402
+from bigmodel_utils.data.text import is_quatrain  # noqa: E402
 
 
 def build(sources: Path = SOURCES, target: Path = ROOT / "data") -> list[Path]:

@@ -1,6 +1,6 @@
 """Hyperparameter tuning with KerasTuner: one search space, three tuners, honest epoch and memory accounting.
 
-The search space of the book's improved CNN (:func:`bigmodel_utils.models.build_improved_cnn`)
+The search space of the book's improved CNN (:func:`bigmodel_utils.cnn.models.build_improved_cnn`)
 is declared once, in :func:`declare_search_space`, and used by :class:`CNNHyperModel`
 for every tuner. Its default values are chapter 4's hand-picked settings
 (:data:`UNTUNED_VALUES`), so the untuned model is a point of the space.
@@ -21,7 +21,7 @@ Needs ``keras-tuner`` (and, with the TensorFlow backend,
 ``tensorboard``, which keras-tuner imports) and ``psutil`` for memory.
 """
 
-from .accounting import (
+from bigmodel_utils.tuning.accounting import (
     LEDGER_FILE,
     OBJECTIVE,
     TUNERS,
@@ -37,9 +37,9 @@ from .accounting import (
     rss_mb,
     trials_table,
 )
-from .distributed import distributed_commands, free_port, main, run_distributed_search
-from .schedule import HyperbandSchedule, hyperband_schedule
-from .space import (
+from bigmodel_utils.tuning.distributed import distributed_commands, free_port, main, run_distributed_search
+from bigmodel_utils.tuning.schedule import HyperbandSchedule, hyperband_schedule
+from bigmodel_utils.tuning.space import (
     SEARCH_SPACE,
     UNTUNED_VALUES,
     CNNHyperModel,

@@ -2,6 +2,6 @@
 
 import sys
 
-from .distributed import main
+from bigmodel_utils.tuning.distributed import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
-from ..validation import check_int, positive_int
+from bigmodel_utils.validation import check_int, positive_int
 
 TUNERS = ("random", "hyperband", "bayesian")
 """Tuner kinds accepted by :func:`make_tuner`."""

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import data as data_module
-from ..validation import positive_int
-from .accounting import TUNERS, make_tuner, read_ledger
-from .space import CNNHyperModel, _check_fixed, search_split
+from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.tuning.accounting import TUNERS, make_tuner, read_ledger
+from bigmodel_utils.tuning.space import CNNHyperModel, _check_fixed, search_split
+from bigmodel_utils.validation import positive_int
 
 # Distributed tuning: one chief oracle, several workers
 # ---------------------------------------------------------------------------

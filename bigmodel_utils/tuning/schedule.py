@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..validation import check_int, positive_int
+from bigmodel_utils.validation import check_int, positive_int
 
 # Hyperband's schedule, from scratch
 # ---------------------------------------------------------------------------

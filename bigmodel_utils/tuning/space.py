@@ -13,9 +13,9 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from .. import data as data_module
-from .. import models, training
-from ..validation import check_int, positive_int
+from bigmodel_utils.cnn import models, training
+from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_int, positive_int
 
 # The search space, defined once
 # ---------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def warmup_cosine_for(peak_learning_rate: float, steps_per_epoch: int, epochs: i
 
     The rate rises linearly from 0 to ``peak_learning_rate`` over the first
     half epoch, then decays to 0 along a cosine until the last step
-    (:func:`bigmodel_utils.training.warmup_cosine`). Used in chapter 5.
+    (:func:`bigmodel_utils.cnn.training.warmup_cosine`). Used in chapter 5.
     """
     steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
     epochs = positive_int("epochs", epochs)

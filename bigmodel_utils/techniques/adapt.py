@@ -22,9 +22,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import gpt as gpt_module
-from . import scaling
-from .validation import positive_int
+from bigmodel_utils import gpt as gpt_module
+from bigmodel_utils.calculators import footprint
+from bigmodel_utils.validation import positive_int
 
 LORA_TARGETS = ("qkv", "out", "mlp_in", "mlp_out")
 """The Dense layers of each GPT block that LoRA adapts by default: the attention's
@@ -97,7 +97,7 @@ def training_memory_bytes(model: keras.Model) -> dict[str, float]:
     """Bytes of float32 weights (all of them), and of gradients and AdamW state (two
     moments) for the trainable ones: chapter 2's calculator applied to what trains."""
     counts = parameter_counts(model)
-    trainable = scaling.training_memory(max(counts["trainable"], 1))
+    trainable = footprint.training_memory(max(counts["trainable"], 1))
     return {
         "weights": counts["total"] * 4.0,
         "gradients": trainable.gradients if counts["trainable"] else 0.0,
@@ -219,7 +219,7 @@ def adapt(base: gpt_module.GPT, method: str, train_tokens, val_tokens, *, steps:
 
 def _validation_windows(model, val_tokens, seed, window_start):
     # the same fixed windows train_language_model evaluates on (its eval_windows=64)
-    from . import text
+    from bigmodel_utils.data import text
 
     return text.windows(val_tokens, model.config.context, 64, seed=10_000 + seed,
                         start=window_start)

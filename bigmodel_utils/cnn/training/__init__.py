@@ -1,19 +1,19 @@
 """Training helpers for chapters 4, 5, 7 and 8, one module per concern:
 
-- :mod:`~bigmodel_utils.training.precision`: devices, dtype policies, the learning-rate scaling rule;
-- :mod:`~bigmodel_utils.training.pipeline`: augmentation and input pipelines for ``fit``;
-- :mod:`~bigmodel_utils.training.fitting`: compiling, callbacks, resumable training;
-- :mod:`~bigmodel_utils.training.throughput`: images per second of a training setup;
-- :mod:`~bigmodel_utils.training.prediction`: checked inputs in, classes and probabilities out.
+- :mod:`~bigmodel_utils.cnn.training.precision`: devices, dtype policies, the learning-rate scaling rule;
+- :mod:`~bigmodel_utils.cnn.training.pipeline`: augmentation and input pipelines for ``fit``;
+- :mod:`~bigmodel_utils.cnn.training.fitting`: compiling, callbacks, resumable training;
+- :mod:`~bigmodel_utils.cnn.training.throughput`: images per second of a training setup;
+- :mod:`~bigmodel_utils.cnn.training.prediction`: checked inputs in, classes and probabilities out.
 
 Nothing here imports TensorFlow: the models and training run under any Keras backend. What
 needs TensorFlow itself (``tf.data``, ``tf.distribute``) lives in
-:mod:`bigmodel_utils.tensorflow_only`; :func:`make_pipeline` uses its ``tf.data`` pipeline
+:mod:`bigmodel_utils.backend.tensorflow_only`; :func:`make_pipeline` uses its ``tf.data`` pipeline
 when TensorFlow is installed and NumPy batches otherwise. The names below are re-exported so
 that chapters write ``training.make_pipeline(...)``.
 """
 
-from .fitting import (
+from bigmodel_utils.cnn.training.fitting import (
     BACKUP_DIR,
     BEST_MODEL_FILE,
     HISTORY_FILE,
@@ -30,8 +30,8 @@ from .fitting import (
     train,
     warmup_cosine,
 )
-from .pipeline import NumpyBatches, augmentation, make_pipeline, tensorflow_available
-from .precision import (
+from bigmodel_utils.cnn.training.pipeline import NumpyBatches, augmentation, make_pipeline, tensorflow_available
+from bigmodel_utils.cnn.training.precision import (
     CPU_BFLOAT16_FLAGS,
     PRECISION_POLICIES,
     DeviceInfo,
@@ -43,8 +43,14 @@ from .precision import (
     scaled_learning_rate,
     set_precision_policy,
 )
-from .prediction import Predictions, check_images, predict
-from .throughput import Throughput, TrainingSetup, classic_setup, measure_throughput, optimised_setup
+from bigmodel_utils.cnn.training.prediction import Predictions, check_images, predict
+from bigmodel_utils.cnn.training.throughput import (
+    Throughput,
+    TrainingSetup,
+    classic_setup,
+    measure_throughput,
+    optimised_setup,
+)
 
 __all__ = [
     "BACKUP_DIR", "BEST_MODEL_FILE", "CPU_BFLOAT16_FLAGS", "HISTORY_FILE", "PRECISION_POLICIES",

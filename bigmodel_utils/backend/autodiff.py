@@ -1,7 +1,7 @@
 """Gradients on whichever backend Keras runs: the one thing ``keras.ops`` leaves to the backends.
 
 :func:`value_and_grad` takes a function of arrays and returns its value and gradient, using
-``tf.GradientTape`` (through :mod:`bigmodel_utils.tensorflow_only`), ``jax.value_and_grad`` or
+``tf.GradientTape`` (through :mod:`bigmodel_utils.backend.tensorflow_only`), ``jax.value_and_grad`` or
 ``torch.autograd`` as the backend dictates. :func:`enable_float64` switches JAX to 64-bit arrays,
 which it leaves off by default, so float64 comparisons mean the same on every backend.
 Used in chapter 3 and in the tests that check the from-scratch code against Keras.
@@ -29,7 +29,7 @@ def value_and_grad(function: Callable, arguments):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from . import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
+        from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 
         value, grads = tensorflow_only.value_and_grad(function, arguments)
     elif backend == "jax":

@@ -16,15 +16,15 @@ numbers a reader can look up or choose:
 :data:`PUBLISHED_RUNS` holds two runs whose papers or model cards report both
 the FLOP and the accelerator time, so the calculator can be checked against
 them (chapter 8 does). Used in chapter 8; chapter 2 computes the FLOP
-(``bigmodel_utils.scaling.training_flops``).
+(``bigmodel_utils.calculators.footprint.training_flops``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .validation import check_int, fraction
-from .validation import positive as _positive
+from bigmodel_utils.validation import check_int, fraction
+from bigmodel_utils.validation import positive as _positive
 
 SECONDS_PER_HOUR = 3600.0
 HOURS_PER_DAY = 24.0

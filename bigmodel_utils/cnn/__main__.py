@@ -1,6 +1,6 @@
 """Command line for the book's training job (chapter 4), resumable after a kill.
 
-    python -m bigmodel_utils train --dataset fashion_mnist --model improved --epochs 5 --output runs/demo
+    python -m bigmodel_utils.cnn train --dataset fashion_mnist --model improved --epochs 5 --output runs/demo
 
 It loads the data, builds and trains the model with a progress bar, prints a
 final metrics line and leaves in ``--output``: ``model.keras`` (the final
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import runtime
+from bigmodel_utils.book import runtime
 
 MODELS = ("improved", "classic")
 MIXED_PRECISION = {"auto": "auto", "off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -56,8 +56,8 @@ def _learning_rate(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m bigmodel_utils``: one sub-command, ``train`` (its own parser is ``args.parser``)."""
-    parser = argparse.ArgumentParser(prog="python -m bigmodel_utils", description=__doc__.split("\n\n")[0])
+    """The parser of ``python -m bigmodel_utils.cnn``: one sub-command, ``train`` (its parser is ``args.parser``)."""
+    parser = argparse.ArgumentParser(prog="python -m bigmodel_utils.cnn", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     train = commands.add_parser("train", help="train a CNN image classifier (resumable)",
                                 description="Train a CNN image classifier; rerun with the same --output to resume.")
@@ -92,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args):
     """Load the dataset for the profile and cut it to --num-train / --num-test."""
-    from . import data
+    from bigmodel_utils.data import image_data
 
     default_train, default_test = PROFILE_SIZES[args.profile]
-    dataset = data.load_dataset(args.dataset, args.profile)
+    dataset = image_data.load_dataset(args.dataset, args.profile)
     num_train = args.num_train or default_train or len(dataset.y_train)
     num_test = args.num_test or default_test or len(dataset.y_test)
     dataset.x_train, dataset.y_train = dataset.x_train[:num_train], dataset.y_train[:num_train]
@@ -139,7 +139,7 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
             print(_final_line(metrics))
             return 0
 
-    from . import models, training  # Keras loads here, after the flags were checked
+    from bigmodel_utils.cnn import models, training  # Keras loads here, after the flags were checked
 
     runtime.set_seed(args.seed)
     dataset = _load(args)
@@ -196,7 +196,7 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bigmodel_utils`` and the ``bigmodel-utils`` console script; returns the exit status.
+    """Entry point of ``python -m bigmodel_utils.cnn`` and the ``bigmodel-utils`` script; returns the exit status.
 
     Bad flags and bad values exit with status 2 and an argparse message that names them.
     """

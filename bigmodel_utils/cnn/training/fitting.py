@@ -15,10 +15,10 @@ from typing import Any
 
 import keras
 
-from .. import data as data_module
-from ..validation import check_int
-from .pipeline import tensorflow_available
-from .precision import float32_copy
+from bigmodel_utils.cnn.training.pipeline import tensorflow_available
+from bigmodel_utils.cnn.training.precision import float32_copy
+from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_int
 
 HISTORY_FILE = "history.json"
 BACKUP_DIR = "backup"
@@ -275,11 +275,11 @@ def load_or_train_cnn(path: str | os.PathLike, dataset, width: int = 16, epochs:
                       batch_size: int = 128, seed: int = 0) -> keras.Model:
     """Return chapter 4's improved CNN saved at ``path``, or, when there is none (a fresh
     build, Colab), one of ``width`` trained now for ``epochs`` epochs on ``dataset`` (an
-    :class:`~bigmodel_utils.data.ImageDataset`) and saved at ``path`` for next time.
+    :class:`~bigmodel_utils.data.image_data.ImageDataset`) and saved at ``path`` for next time.
 
     Which of the two happened is printed. Used in chapter 7.
     """
-    from ..models import build_improved_cnn
+    from bigmodel_utils.cnn.models import build_improved_cnn
 
     path = Path(path)
     if path.is_file():

@@ -16,13 +16,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .validation import check_choice, check_int
+from bigmodel_utils.data.files import DataUnavailableError, data_dir, keras_cache_dir
+from bigmodel_utils.validation import check_choice, check_int
 
 DATASETS = ("fashion_mnist", "digits", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -69,10 +69,6 @@ SUBSET_SHA256 = {
 MAX_IMAGE_SIZE = 1024
 
 
-class DataUnavailableError(RuntimeError):
-    """Raised when no source of a dataset can be read (no cache, no package, no network)."""
-
-
 @dataclass
 class ImageDataset:
     """Images as uint8 arrays of shape (N, H, W) or (N, H, W, C), labels as int64 (N,).
@@ -100,49 +96,6 @@ class ImageDataset:
             f"ImageDataset({self.name!r}, train={self.x_train.shape}, test={self.x_test.shape}, "
             f"subset={self.subset}, source={self.source!r})"
         )
-
-
-def data_dir() -> Path:
-    """Return the book's ``data/`` folder (``BOOK_DATA_DIR`` overrides it)."""
-    override = os.environ.get("BOOK_DATA_DIR")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "data"
-
-
-def book_file(filename: str, sha256: str) -> Path:
-    """Return the path of ``data/<filename>``, downloading it from the book's repository if it is absent.
-
-    In Colab the package is installed from git without ``data/``; the file is then fetched from the
-    repository's ``main`` branch into the Keras cache, checked against ``sha256``, and the download is
-    announced. A file that does not match is never used. Used in chapters 1, 2 and 8.
-    """
-    local = data_dir() / filename
-    if local.is_file():
-        return local
-    from urllib.request import urlopen
-
-    from .runtime import REPOSITORY_URL
-
-    url = REPOSITORY_URL.replace("https://github.com/", "https://raw.githubusercontent.com/") + f"/main/data/{filename}"
-    target = keras_cache_dir() / "large-models-in-practice" / filename
-    if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256):
-        try:
-            with urlopen(url, timeout=30) as response:
-                payload = response.read()
-        except OSError as error:
-            message = f"{filename} is not in {data_dir()} and {url} could not be read: {error}"
-            raise DataUnavailableError(message) from error
-        if hashlib.sha256(payload).hexdigest() != sha256:
-            raise DataUnavailableError(f"{url} does not match the SHA-256 this version of the book expects")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(payload)
-        print(f"Downloaded {filename} from the book's repository (SHA-256 verified) to {target}")
-    return target
-
-
-def keras_cache_dir() -> Path:
-    """Return the folder where Keras keeps downloaded datasets (``$KERAS_HOME/datasets``)."""
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return Path(home) / "datasets"
 
 
 def _sha256(array: np.ndarray) -> str:

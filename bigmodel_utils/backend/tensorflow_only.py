@@ -5,13 +5,13 @@ import-linter contract in ``make lint`` enforces it; see ``.importlinter``). Wha
 here has no equivalent in ``keras.ops``:
 
 - ``tf.data`` input pipelines (:func:`make_tf_dataset`; they work under any Keras backend
-  when TensorFlow is installed, which is why :func:`bigmodel_utils.training.make_pipeline`
+  when TensorFlow is installed, which is why :func:`bigmodel_utils.cnn.training.make_pipeline`
   uses them whenever it can);
 - splitting the CPU into logical devices for ``tf.distribute`` (:func:`split_cpu`);
 - TensorFlow's own FLOP statistics (:func:`flop_count`, through the public profiler API);
 - ``tf.GradientTape`` and ``tf.function`` helpers that the backend-dispatching modules
-  (:mod:`~bigmodel_utils.autodiff`, :mod:`~bigmodel_utils.explain`,
-  :mod:`~bigmodel_utils.privacy`, :mod:`~bigmodel_utils.gpt`, :mod:`~bigmodel_utils.export`,
+  (:mod:`~bigmodel_utils.backend.autodiff`, :mod:`~bigmodel_utils.techniques.explain`,
+  :mod:`~bigmodel_utils.techniques.privacy`, :mod:`~bigmodel_utils.gpt`, :mod:`~bigmodel_utils.techniques.export`,
   :mod:`~bigmodel_utils.serving`) call when ``KERAS_BACKEND=tensorflow``;
 - SavedModel loading and tf2onnx's missing ``Erfc`` conversion (chapter 7).
 
@@ -31,8 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data as data_module
-from .validation import check_int
+from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_int
 
 
 @contextmanager
@@ -84,7 +84,7 @@ def split_cpu(num_devices: int = 2) -> list[str]:
     before anything runs (in a notebook: in the setup cell). Calling it again
     with the same number is harmless. Used in chapter 4. The JAX equivalent is the
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` environment variable, set
-    before JAX starts (:mod:`bigmodel_utils.parallel` does this in a subprocess).
+    before JAX starts (:mod:`bigmodel_utils.techniques.parallel` does this in a subprocess).
     """
     num_devices = check_int("num_devices", num_devices, minimum=1, maximum=64)
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -130,7 +130,7 @@ def make_tf_dataset(
     ``Sequential`` around them would use the backend's own ops (JAX) on graph tensors.
     Returns a dataset of (float32 images (B, S, S, C), int labels (B,)). Used in
     chapters 4, 5 and 8; under JAX and PyTorch without TensorFlow,
-    :class:`bigmodel_utils.training.NumpyBatches` does the same in NumPy.
+    :class:`bigmodel_utils.cnn.training.NumpyBatches` does the same in NumPy.
     """
     image_size = data_module.check_image_size(image_size)
     channels = data_module.check_channels(channels)
@@ -179,12 +179,12 @@ def flop_count(model, input_shape=None, op_types=("Conv2D", "MatMul")) -> dict[s
     Traces ``model`` into a TensorFlow graph for a batch of one and asks TensorFlow's
     profiler (the public ``tf.compat.v1.profiler`` API) for the FLOPs of every op whose
     type is in ``op_types``. Returns ``{op_name: flops}`` in graph order. Needs the
-    TensorFlow backend. Used in chapter 2; under JAX, :func:`bigmodel_utils.scaling.xla_flop_count`
+    TensorFlow backend. Used in chapter 2; under JAX, :func:`bigmodel_utils.backend.jax_only.xla_flop_count`
     asks XLA's cost analysis instead.
     """
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"flop_count needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}; "
-                           "under JAX use scaling.xla_flop_count")
+                           "under JAX use jax_only.xla_flop_count")
     shape = tuple(model.inputs[0].shape[1:]) if input_shape is None else tuple(input_shape)
     traced = tf.function(lambda x: model(x, training=False), autograph=False)
     graph = traced.get_concrete_function(tf.TensorSpec((1, *shape), tf.float32)).graph
@@ -224,7 +224,7 @@ def value_and_grad(function: Callable, arguments):
 
     ``arguments`` is an array or a nested list/tuple/dict of arrays; ``function`` returns a scalar.
     The gradient has the structure of ``arguments``. The JAX equivalent is ``jax.value_and_grad``;
-    :func:`bigmodel_utils.autodiff.value_and_grad` picks the one of the running backend.
+    :func:`bigmodel_utils.backend.autodiff.value_and_grad` picks the one of the running backend.
     """
     tensors = keras.tree.map_structure(tf.convert_to_tensor, arguments)
     with tf.GradientTape() as tape:
@@ -237,7 +237,8 @@ def value_and_grad(function: Callable, arguments):
 def per_example_gradients(model, x, y, loss_fn) -> list:
     """One gradient per example and trainable variable, vectorised with ``tf.vectorized_map``.
 
-    The JAX equivalent is ``jax.vmap(jax.grad(...))`` (see :func:`bigmodel_utils.privacy.per_example_gradients`).
+    The JAX equivalent is ``jax.vmap(jax.grad(...))`` (see
+    :func:`bigmodel_utils.techniques.privacy.per_example_gradients`).
     """
     variables = model.trainable_variables
 

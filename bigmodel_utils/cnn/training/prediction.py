@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .. import data as data_module
+from bigmodel_utils.data import image_data as data_module
 
 
 @dataclass

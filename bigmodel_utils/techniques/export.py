@@ -20,7 +20,7 @@ JAX 0.10.2):
 * ``export_onnx`` under TensorFlow goes through tf2onnx: opset 15 by default, batch normalisation folded into
   the convolutions, outputs within about 1e-6 of Keras. The GPT of chapter 6 converts too, at a fixed context
   length, once tf2onnx is taught TensorFlow's ``Erfc`` op
-  (:func:`bigmodel_utils.tensorflow_only.teach_tf2onnx_erfc` does it).
+  (:func:`bigmodel_utils.backend.tensorflow_only.teach_tf2onnx_erfc` does it).
 * Under JAX, Keras hands the model to the separate ``jax2onnx`` package, which the book does not install (it
   brings flax, equinox, optax, orbax and huggingface-hub with it). With jax2onnx 0.17.1 the CNN converts
   (opset 23) but ONNX Runtime cannot run the file (a MaxPool with a 4-D kernel, "Unsupported pooling size")
@@ -43,7 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 """Values of ``calibration_method`` in :func:`quantize_onnx_static`."""
@@ -183,7 +183,7 @@ def keras_predictor(model: keras.Model, jit_compile: bool = False) -> Callable[[
     model = _check_model(model)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         function = tensorflow_only.compile_function(lambda x: model(x, training=False), jit_compile)
     elif backend == "jax":
@@ -248,7 +248,7 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     _ensure_called(model)
     if keras.backend.backend() == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         tensorflow_only.teach_tf2onnx_erfc()
     start = time.perf_counter()
@@ -463,7 +463,7 @@ def load_saved_model(directory: str | os.PathLike):
     Needs TensorFlow (not the model's Python code). Returns the loaded object; run it with
     :func:`run_saved_model`. Used in chapter 7.
     """
-    from . import tensorflow_only
+    from bigmodel_utils.backend import tensorflow_only
 
     directory = _check_path("directory", directory)
     if not (directory / "saved_model.pb").is_file():
@@ -479,7 +479,7 @@ def run_saved_model(loaded, x) -> np.ndarray:
 
     Used in chapter 7.
     """
-    from . import tensorflow_only
+    from bigmodel_utils.backend import tensorflow_only
 
     return tensorflow_only.run_saved_model(loaded, x)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 CLASSIC_FILTERS = (32, 64, 128)
 
@@ -48,7 +48,7 @@ def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: st
     them in the Dense 512 layer behind Flatten. The output layer is float32
     so the model also trains under mixed precision. ``filters`` (one block
     per entry), ``dense_units`` and ``head`` ("flatten", or "gap" for global
-    average pooling) vary the layout, as chapter 2 does; :func:`scaling.cnn_costs`
+    average pooling) vary the layout, as chapter 2 does; :func:`footprint.cnn_costs`
     counts the same family by formula. Used in chapters 2 and 4.
     """
     filters = tuple(filters)
@@ -134,23 +134,24 @@ def memory_estimate(model: keras.Model, batch_size: int, activation_dtype: str =
                     optimizer: str = "adam") -> dict[str, float]:
     """Estimate training memory in MiB: weights, gradients, optimizer state and one batch of layer outputs.
 
-    The state comes from :func:`bigmodel_utils.scaling.training_memory` (float32 weights, which Keras keeps
+    The state comes from :func:`bigmodel_utils.calculators.footprint.training_memory`
+    (float32 weights, which Keras keeps
     even under mixed precision, and the optimizer's slots: two for Adam), the activations from
-    :func:`bigmodel_utils.scaling.activation_memory`, counting every layer's output once for a batch of
+    :func:`bigmodel_utils.calculators.footprint.activation_memory`, counting every layer's output once for a batch of
     ``batch_size``, which is what backpropagation has to keep. Frameworks add workspace on top, so treat
     the result as a lower bound. Used in chapter 4.
     """
-    from . import scaling
+    from bigmodel_utils.calculators import footprint
 
     batch_size = check_int("batch_size", batch_size, minimum=1)
     mib = 1024**2
-    state = scaling.training_memory(model.count_params(), weights="float32", optimizer=optimizer)
+    state = footprint.training_memory(model.count_params(), weights="float32", optimizer=optimizer)
     outputs = sum(_prod(layer.output.shape[1:]) for layer in model.layers)
     estimate = {
         "weights_mib": state.weights / mib,
         "gradients_mib": state.gradients / mib,
         "optimizer_mib": state.optimizer_state / mib,
-        "activations_mib": scaling.activation_memory(outputs, batch_size, activation_dtype) / mib,
+        "activations_mib": footprint.activation_memory(outputs, batch_size, activation_dtype) / mib,
     }
     estimate["total_mib"] = sum(estimate.values())
     return estimate

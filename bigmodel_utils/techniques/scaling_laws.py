@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import gpt, text, validation
+from bigmodel_utils import gpt, validation
+from bigmodel_utils.data import text
 
 KAPLAN_ALPHA_N = 0.076
 """Kaplan et al. (2020), eq. 1.5: test loss ~ N^(-0.076) in non-embedding parameters."""

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 _CONV_TYPES = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
@@ -92,7 +92,7 @@ def _gradient_of_sum(function, values):
     """(f(values), d sum(f(values)) / d values) with the backend's autodiff; ``function`` returns (N,)."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         kept = {}
 

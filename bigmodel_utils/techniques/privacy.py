@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
@@ -123,7 +123,7 @@ def per_example_gradients(model: keras.Model, x, y, loss_fn=sparse_crossentropy)
     """
     backend = _check_backend()
     if backend == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         return tensorflow_only.per_example_gradients(model, x, y, loss_fn)
 
@@ -153,7 +153,7 @@ def _clipped_sum_fn(model, loss_fn, clip_norm):
         return sums, norms
 
     if keras.backend.backend() == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         return tensorflow_only.compile_function(clipped_sum)
     return clipped_sum

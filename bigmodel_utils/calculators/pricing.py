@@ -26,10 +26,10 @@ import numbers
 import re
 from dataclasses import asdict, dataclass
 
-from .validation import fraction
-from .validation import non_negative as _non_negative
-from .validation import positive as _positive
-from .validation import positive_int as _positive_int
+from bigmodel_utils.validation import fraction
+from bigmodel_utils.validation import non_negative as _non_negative
+from bigmodel_utils.validation import positive as _positive
+from bigmodel_utils.validation import positive_int as _positive_int
 
 HOURS_PER_MONTH = 730.0
 """Hours in an average month (365 x 24 / 12), the unit cloud providers bill monthly estimates in."""
@@ -84,7 +84,7 @@ def load_prices():
     Columns: ``kind`` (``"gpu_hour"``: on-demand price of one GPU for an hour,
     instance prices divided by the GPUs in the instance, as ``note`` says;
     ``"api"``: a hosted model's price), ``provider``, ``item``, ``accelerator``
-    (a key of :data:`bigmodel_utils.inference.GPUS` for GPU rows, empty for
+    (a key of :data:`bigmodel_utils.techniques.decoding.GPUS` for GPU rows, empty for
     API rows), ``unit`` (``usd_per_gpu_hour``,
     ``usd_per_million_input_tokens``, ``usd_per_million_output_tokens`` or
     ``usd_per_1000_images``), ``price_usd``, ``as_of`` (the YYYY-MM the source
@@ -95,7 +95,7 @@ def load_prices():
     """
     import pandas as pd
 
-    from .data import book_file
+    from bigmodel_utils.data.files import book_file
 
     table = pd.read_csv(book_file(PRICES_FILE, PRICES_SHA256), dtype={"as_of": str})
     _check_prices(table)
@@ -244,7 +244,7 @@ def break_even_figure(price_per_hour_fixed, api_price_per_million, throughput_pe
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .plots import label
+    from bigmodel_utils.book.plots import label
 
     result = break_even_volume(price_per_hour_fixed, num_gpus, api_price_per_million,
                                throughput_per_second=throughput_per_second, utilization=utilization)

@@ -1,7 +1,7 @@
 """Input pipelines: augmentation layers and batches of images for ``fit`` on any backend.
 
 ``make_pipeline`` builds a ``tf.data`` pipeline when TensorFlow is installed (through
-:mod:`bigmodel_utils.tensorflow_only`, whatever the Keras backend) and NumPy batches
+:mod:`bigmodel_utils.backend.tensorflow_only`, whatever the Keras backend) and NumPy batches
 (:class:`NumpyBatches`, a ``keras.utils.PyDataset``) otherwise. Used in chapters 4, 5 and 8.
 """
 
@@ -13,7 +13,7 @@ from importlib.util import find_spec
 import keras
 import numpy as np
 
-from .. import data as data_module
+from bigmodel_utils.data import image_data as data_module
 
 
 def augmentation(seed: int = 0, flip: bool = True, translate: float = 0.1) -> keras.Sequential:
@@ -99,7 +99,7 @@ def make_pipeline(
         raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
     if not tensorflow_available():
         return NumpyBatches(images, labels, batch_size, image_size, channels, shuffle, augment, seed)
-    from .. import tensorflow_only  # the one dispatch point to TensorFlow here (see .importlinter)
+    from bigmodel_utils.backend import tensorflow_only  # the one dispatch point to TensorFlow here (see .importlinter)
 
     return tensorflow_only.make_tf_dataset(
         images, labels, batch_size, image_size=image_size, channels=channels, shuffle=shuffle, seed=seed,

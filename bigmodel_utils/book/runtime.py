@@ -1,7 +1,7 @@
 """Run profiles, seeding, device detection and the environment report.
 
 This is the lowest module of the package: it imports nothing else from
-``bigmodel_utils`` (except :mod:`~bigmodel_utils.tensorflow_only` inside the
+``bigmodel_utils`` (except :mod:`~bigmodel_utils.backend.tensorflow_only` inside the
 branches taken under TensorFlow) and does not import Keras until a function
 needs it, so a chapter can set the profile before the framework starts. It
 never chooses the Keras backend: that stays the reader's (``KERAS_BACKEND``,
@@ -27,8 +27,6 @@ from typing import Any
 # are set before TensorFlow is imported, which is why they live here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-REPOSITORY_URL = "https://github.com/large-models-in-practice/large-models-in-practice"
-"""The book's repository; must equal ``repository.url`` in _config.yml (tests/test_hygiene.py checks)."""
 
 PROFILES = ("smoke", "quick", "full", "auto")
 """Valid values of ``BOOK_PROFILE``."""
@@ -58,7 +56,7 @@ def _accelerators_from_backend() -> list[str]:
     found: list[str] = []
     try:
         if backend == "tensorflow":
-            from . import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
+            from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 
             found = tensorflow_only.accelerators()
         elif backend == "jax":
@@ -171,7 +169,7 @@ def environment_report(profile: str, data_source: str | None = None) -> Environm
         "backend": keras.backend.backend(),
     }
     if keras.backend.backend() == "tensorflow":
-        from . import tensorflow_only
+        from bigmodel_utils.backend import tensorflow_only
 
         items["tensorflow"] = tensorflow_only.version()
     elif keras.backend.backend() == "jax":

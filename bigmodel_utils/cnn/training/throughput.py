@@ -13,11 +13,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from .. import data as data_module
-from ..validation import check_int
-from .fitting import compile_classifier
-from .pipeline import make_pipeline
-from .precision import DeviceInfo, device_info, precision_policy, resolve_precision_policy, scaled_learning_rate
+from bigmodel_utils.cnn.training.fitting import compile_classifier
+from bigmodel_utils.cnn.training.pipeline import make_pipeline
+from bigmodel_utils.cnn.training.precision import (
+    DeviceInfo,
+    device_info,
+    precision_policy,
+    resolve_precision_policy,
+    scaled_learning_rate,
+)
+from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_int
 
 
 @dataclass(frozen=True)

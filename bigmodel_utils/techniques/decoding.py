@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .validation import positive as _positive
-from .validation import positive_int as _positive_int
+from bigmodel_utils.validation import positive as _positive
+from bigmodel_utils.validation import positive_int as _positive_int
 
 if TYPE_CHECKING:  # the gpt module imports Keras; the formulas here must not need it
-    from .gpt import GPT, GPTConfig
+    from bigmodel_utils.gpt import GPT, GPTConfig
 
 MODEL_CONFIGS_FILE = "model_configs.csv"
 MODEL_CONFIGS_SHA256 = "84fe5c87c3f39fba114062ac528f5cea3b799d54c40c34f75483ab34c0a46968"
@@ -191,7 +191,7 @@ def model_configs():
     """
     import pandas as pd
 
-    from .data import book_file
+    from bigmodel_utils.data.files import book_file
 
     table = pd.read_csv(book_file(MODEL_CONFIGS_FILE, MODEL_CONFIGS_SHA256))
     missing = [c for c in MODEL_CONFIG_COLUMNS if c not in table.columns]
@@ -322,7 +322,7 @@ class DecodeMeasurement:
 
 
 def _check_gpt(model) -> None:
-    from .gpt import GPT
+    from bigmodel_utils.gpt import GPT
 
     if not isinstance(model, GPT):
         raise ValueError(f"model must be a gpt.GPT (build one with gpt.build_gpt), got {type(model).__name__}")
@@ -349,7 +349,7 @@ def measure_decode_speed(model: GPT, batch: int = 1, num_tokens: int = 32, warmu
     falls far below :func:`measure_memory_bandwidth`: that gap is what
     chapter 7 explains. Used in chapter 7.
     """
-    from . import gpt
+    from bigmodel_utils import gpt
 
     _check_gpt(model)
     batch, num_tokens = _positive_int("batch", batch), _positive_int("num_tokens", num_tokens)
@@ -406,7 +406,7 @@ def prefill_vs_decode(model: GPT, prompt_length: int, batch: int = 1, repeats: i
     tokens per second are far higher; decode makes one token per row per pass.
     Returns a :class:`PrefillDecode`. Used in chapter 7.
     """
-    from . import gpt
+    from bigmodel_utils import gpt
 
     _check_gpt(model)
     prompt_length, batch = _positive_int("prompt_length", prompt_length), _positive_int("batch", batch)

@@ -2,7 +2,7 @@
 ``keras.distribution``.
 
 * **Memory per device** under data parallelism and ZeRO stages 1, 2 and 3 (Rajbhandari et al.
-  2020): :func:`zero_memory` splits chapter 2's :func:`bigmodel_utils.scaling.training_memory`
+  2020): :func:`zero_memory` splits chapter 2's :func:`bigmodel_utils.calculators.footprint.training_memory`
   over ``devices``, and :func:`devices_needed` says how many accelerators of a given memory hold
   the training state.
 * **Sharding the GPT**: :func:`gpt_layout_map` maps each of its variables to a
@@ -23,7 +23,8 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
-from . import scaling, validation
+from bigmodel_utils import validation
+from bigmodel_utils.calculators import footprint
 
 ZERO_STAGES = (0, 1, 2, 3)
 """0 is plain data parallelism (everything replicated); 1 partitions the optimizer states (with
@@ -57,9 +58,9 @@ def zero_memory(num_params, devices: int, stage: int, recipe: str = "mixed bf16 
     devices = validation.positive_int("devices", devices)
     if stage not in ZERO_STAGES:
         raise ValueError(f"stage must be one of 0, 1, 2, 3, got {stage!r}")
-    if recipe not in scaling.TRAINING_RECIPES:
-        raise ValueError(f"recipe must be one of {', '.join(scaling.TRAINING_RECIPES)}; got {recipe!r}")
-    full = scaling.training_memory(num_params, **scaling.TRAINING_RECIPES[recipe])
+    if recipe not in footprint.TRAINING_RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(footprint.TRAINING_RECIPES)}; got {recipe!r}")
+    full = footprint.training_memory(num_params, **footprint.TRAINING_RECIPES[recipe])
     optimizer_states = full.master_weights + full.optimizer_state
     return DeviceMemory(
         weights=full.weights / (devices if stage >= 3 else 1),
@@ -125,7 +126,8 @@ def _train_on_virtual_devices(settings: dict) -> dict:  # runs in the subprocess
     import keras
     import numpy as np
 
-    from . import gpt, text
+    from bigmodel_utils import gpt
+    from bigmodel_utils.data import text
 
     config = gpt.GPTConfig(**settings["config"])
     tokens = np.random.default_rng(settings["seed"]).integers(
@@ -240,7 +242,7 @@ def run_on_virtual_devices(config, *, steps: int = 20, batch_size: int = 16, dev
             settings["tokens_path"] = os.path.join(folder, "tokens.npy")
             np.save(settings["tokens_path"], np.asarray(tokens, dtype=np.int32))
         completed = subprocess.run(
-            [sys.executable, "-m", "bigmodel_utils.parallel", json.dumps(settings)],
+            [sys.executable, "-m", "bigmodel_utils.techniques.parallel", json.dumps(settings)],
             env=env, capture_output=True, text=True, timeout=timeout,
         )
     if completed.returncode != 0:

@@ -16,9 +16,9 @@ bias additions, activations and pooling, which are a small fraction of the
 work in these layers. Memory is counted in bytes.
 
 Two functions read a built Keras model: :func:`layer_costs` applies the
-formulas to each layer's configuration, and :func:`xla_flop_count` asks XLA's
-cost analysis (JAX backend) for an independent count; with TensorFlow,
-:func:`bigmodel_utils.tensorflow_only.flop_count` asks TensorFlow's profiler.
+formulas to each layer's configuration, and the backend seam counts independently:
+:func:`bigmodel_utils.backend.jax_only.xla_flop_count` asks XLA's cost analysis (JAX) and
+:func:`bigmodel_utils.backend.tensorflow_only.flop_count` TensorFlow's profiler.
 Everything else is plain arithmetic. Used in chapters 1, 2 and 8.
 """
 
@@ -28,7 +28,7 @@ import math
 import numbers
 from dataclasses import dataclass, fields
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 # ---------------------------------------------------------------------------
 # Number formats
@@ -398,47 +398,3 @@ def layer_costs(model, input_shape=None) -> list[LayerCost]:
             )
         costs.append(LayerCost(layer.name, kind, tuple(int(d) for d in shape), int(params), int(flops)))
     return costs
-
-
-def xla_flop_count(model, layer_types=("Conv2D", "Dense")) -> dict[str, int]:
-    """Count the forward FLOPs for one example of every convolution and matrix product in ``model``, as
-    XLA's cost analysis reports them, independently of the formulas above.
-
-    Each layer whose class is in ``layer_types`` has its core operation (``keras.ops.conv`` with the
-    layer's kernel, strides and padding, or ``keras.ops.matmul``) compiled by ``jax.jit`` for a batch of
-    one at the input shape the layer has in ``model``; the compiled program's ``cost_analysis()`` gives
-    its FLOPs. Bias additions and activations are left out, as the formulas leave them out. For Dense
-    layers and "valid" convolutions the count equals the formulas'; for "same" padding XLA counts only the
-    kernel taps that land inside the image, so it finds fewer than the formulas, which count every tap as
-    if the zero padding were multiplied too (a few percent for a 3x3 kernel on 28x28). Returns
-    ``{layer_name: flops}`` in layer order. Needs the JAX backend; under TensorFlow,
-    :func:`bigmodel_utils.tensorflow_only.flop_count` does the same with TensorFlow's profiler.
-    Used in chapter 2.
-    """
-    import keras
-
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(f"xla_flop_count needs KERAS_BACKEND=jax, got {keras.backend.backend()!r}; "
-                           "under TensorFlow use tensorflow_only.flop_count")
-    import jax
-
-    counts = {}
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind not in layer_types:
-            continue
-        shape = (1, *tuple(layer.input.shape[1:]))
-        x = jax.ShapeDtypeStruct(shape, "float32")
-        kernel = jax.ShapeDtypeStruct(tuple(layer.kernel.shape), "float32")
-        if kind == "Conv2D":
-            def core(x, k, layer=layer):
-                return keras.ops.conv(x, k, strides=layer.strides, padding=layer.padding,
-                                      dilation_rate=layer.dilation_rate)
-        else:
-            def core(x, k):
-                return keras.ops.matmul(x, k)
-        analysis = jax.jit(core).lower(x, kernel).compile().cost_analysis()
-        if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device
-            analysis = analysis[0]
-        counts[layer.name] = int(round(analysis["flops"]))
-    return counts

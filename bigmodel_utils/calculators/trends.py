@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import check_int
+from bigmodel_utils.validation import check_int
 
 
 def _clean_xy(x, y, name_y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +142,7 @@ DOMAINS = ("vision", "language", "speech", "image generation", "multimodal", "ga
 
 def _data_path(filename: str):
     """Local ``data/<filename>`` if present, else a verified download from the book's repository."""
-    from .data import book_file
+    from bigmodel_utils.data.files import book_file
 
     return book_file(filename, DATA_SHA256[filename])
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import check_choice
+from bigmodel_utils.validation import check_choice
 
 CORPORA = {
     "shakespeare": (
@@ -76,7 +76,7 @@ def load_corpus(name: str, validation_fraction: float = 0.1) -> Corpus:
     compare with its figures. The Tang poems are one poem per line (bodies only) and
     split at a poem boundary. Verified by SHA-256 (see :data:`CORPORA`).
     """
-    from .data import book_file
+    from bigmodel_utils.data.files import book_file
 
     check_choice("name", name, tuple(CORPORA))
     if not 0 < validation_fraction < 1:

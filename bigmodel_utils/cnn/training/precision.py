@@ -11,7 +11,7 @@ from typing import Any
 
 import keras
 
-from ..validation import check_int, is_number
+from bigmodel_utils.validation import check_int, is_number
 
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 """Values accepted by :func:`resolve_precision_policy`."""
@@ -82,7 +82,7 @@ def device_info() -> DeviceInfo:
     backend = keras.backend.backend()
     try:
         if backend == "tensorflow":
-            from .. import tensorflow_only
+            from bigmodel_utils.backend import tensorflow_only
 
             found = tensorflow_only.first_accelerator()
             if found is not None:
