@@ -44,7 +44,7 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html (中文版: _build/html/zh/index.html)"
 
 ## make test: everything CI runs. The regression check on recorded outputs runs inside `notebooks`, on the
-## chapters it has just executed (tests/test_notebooks.py); `make nbval` runs the same check with nbval itself,
+## chapters it has just executed (tests/chapters/test_notebooks.py); `make nbval` runs the same check with nbval itself,
 ## executing every chapter a second time.
 test: $(STAMP) system-deps lint units notebooks browser
 
@@ -92,7 +92,7 @@ notebooks-jax-full: $(STAMP)
 
 nbval: $(STAMP)
 	BOOK_PROFILE=smoke BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/nbval-artifacts \
-	  $(BIN)/pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q \
+	  $(BIN)/pytest --nbval-lax --nbval-sanitize-with tests/chapters/nbval_sanitize.cfg -p no:cacheprovider -q \
 	  $$($(BIN)/python tools/book.py)
 
 # The browser test reads a book built under the smoke profile into its own folder (and cache), so it
@@ -158,7 +158,7 @@ compat-%: $(COMPAT)/%/.installed
 	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider \
 	  $(addprefix --ignore=tests/,$(COMPAT_SKIP_TESTS)) || failed="$$failed unit"; \
 	echo "== $*: unit tests took $$SECONDS s"; \
-	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/test_notebooks.py -q -m notebooks \
+	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/chapters/test_notebooks.py -q -m notebooks \
 	  -k test_chapter_runs_and_reports -p no:cacheprovider || failed="$$failed chapters"; \
 	echo "== $*: chapters (smoke) took $$SECONDS s"; \
 	if [ -n "$$failed" ]; then echo "test-compat $* failed:$$failed"; exit 1; fi

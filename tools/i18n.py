@@ -11,7 +11,7 @@ starts with a marker line that names the unit and the fingerprint of the English
     ...
 
 so that an edit of the English text makes its translation *stale* (the fingerprints differ), and a test names
-the page and the unit (``tests/test_i18n.py``).
+the page and the unit (``tests/repository/test_i18n.py``).
 
     python tools/i18n.py skeleton chapters/06_language_models   # add new units (English text), drop removed ones
     python tools/i18n.py status                                  # what is missing, stale or untranslated

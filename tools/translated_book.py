@@ -10,7 +10,7 @@ with the translation, and the Chinese book is built with execution off into a fo
     python tools/translated_book.py build --executed _build/executed --html _build/smoke/_build/html/zh
 
 A unit with no current translation (missing, or stale after an English edit) is shown in English and
-named in the build's output; `tests/test_i18n.py` fails on it, so none is left on `main`.
+named in the build's output; `tests/repository/test_i18n.py` fails on it, so none is left on `main`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ EDITIONS = {
         # The toggles of hidden code cells (myst-nb's labels are English).
         "sphinx": {"nb_code_prompt_show": "显示代码单元格", "nb_code_prompt_hide": "隐藏代码单元格"},
         # Pages whose translation is still being written: they are published in English under a note
-        # saying so, and tests/test_i18n.py checks that each is really unfinished (so the list shrinks).
+        # saying so, and tests/repository/test_i18n.py checks that each is really unfinished (so the list shrinks).
         "in_progress": set(),
         "in_progress_note": "```{note}\n本章的中文翻译尚在进行中，下文中未译的段落暂以英文原文显示。"
                             "代码与运行结果和英文版完全相同。\n```",

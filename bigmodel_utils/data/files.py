@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 REPOSITORY_URL = "https://github.com/large-models-in-practice/large-models-in-practice"
-"""The book's repository; must equal ``repository.url`` in _config.yml (tests/test_hygiene.py checks)."""
+"""The book's repository; must equal ``repository.url`` in _config.yml (tests/repository/test_hygiene.py checks)."""
 
 
 class DataUnavailableError(RuntimeError):

@@ -14,6 +14,12 @@ def results(run_chapter):
     return run_chapter(CHAPTER)
 
 
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("05_tuning")
+
+
 def test_each_tuner_ran_two_tiny_trials(results):
     assert results["profile"] == "smoke"
     assert {kind: r["trials"] for kind, r in results["tuners"].items()} == {"random": 2, "hyperband": 2, "bayesian": 2}
@@ -69,25 +75,12 @@ def test_memory_was_measured(results):
     assert memory["random_search_peak_rss_mb"] >= memory["random_search_start_rss_mb"] > 100
     for tuner in results["tuners"].values():
         assert tuner["peak_rss_mb"] > 100 and tuner["seconds"] > 0
-    assert results["distributed"] is None  # smoke leaves the three-process demo to tests/test_tuning.py
+    assert results["distributed"] is None  # smoke leaves the three-process demo to tests/backend/test_tuning.py
 
 
-# The full profile searches 50,000 images of the whole Fashion-MNIST (validated on 10,000 more, tested on its
-# 10,000 test images): 25 random trials, Hyperband up to 9 epochs (three brackets, later rounds continuing the best
-# trials from their checkpoints) and 8 Bayesian trials. Shrunk: 64 + 64 images and one epoch a trial, one random
-# and one Bayesian trial (smoke runs two of each), Hyperband up to 2 epochs with factor 2 (two brackets and one
-# continued trial, as against smoke's single bracket); the test split stays the full one, and the narrowest
-# baseline keeps its passes over it cheap. The distributed demo (three more processes, run by quick too) is left
-# to tests/test_tuning.py.
-SHRUNK_FULL = dict(NUM_SEARCH_TRAIN=64, NUM_VAL=64, RANDOM_TRIALS=1, RANDOM_EPOCHS=1, HYPERBAND_MAX_EPOCHS=2,
-                   HYPERBAND_FACTOR=2, BAYES_TRIALS=1, BAYES_EPOCHS=1, BAYES_INITIAL_POINTS=1, FINAL_EPOCHS=1,
-                   BASELINE_WIDTH=8, RUN_DISTRIBUTED_DEMO=False)
-
-
-@pytest.mark.notebooks
-def test_full_profile_shrunk_searches_the_full_dataset_with_hyperband_brackets(run_chapter):
-    results = run_chapter(CHAPTER, profile="full", **SHRUNK_FULL)
-    assert results["profile"] == "full"
+def test_full_profile_shrunk_searches_the_full_dataset_with_hyperband_brackets(jax_full):
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     assert results["num_search_train"] == 64 and results["num_val"] == 64
     assert results["num_test"] == results["paired_test_difference"]["num_test"] == 10000  # the subset has 2,000
     tuners, hyperband = results["tuners"], results["hyperband"]

@@ -10,7 +10,7 @@ import pytest
 
 from bigmodel_utils.calculators import trends
 
-RAW_EPOCH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "epoch_notable_ai_models_2025-03.csv"
+RAW_EPOCH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "epoch_notable_ai_models_2025-03.csv"
 
 
 def test_exponential_fit_recovers_a_known_doubling_time():

@@ -22,8 +22,6 @@ from conftest import ROOT, toc_files
 sys.path.insert(0, str(ROOT / "tools"))
 from translated_book import EDITIONS as _editions  # noqa: E402
 
-pytestmark = pytest.mark.browser
-
 BOOK_HTML = ROOT / os.environ.get("BOOK_HTML", "_build/html")  # absolute paths win over ROOT
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

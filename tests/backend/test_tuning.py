@@ -19,7 +19,7 @@ from keras_tuner.src.tuners.hyperband import HyperbandOracle
 from bigmodel_utils import tuning
 from bigmodel_utils.data import image_data
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"width": 8, "dense_units": 32, "batch_size": 64}  # pinned so that every trial is cheap
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = ROOT / ".venv" / "bin" / "actionlint"
 COLAB_IMAGE = "us-docker.pkg.dev/colab-images/public/runtime"

@@ -17,7 +17,7 @@ import pytest
 
 from bigmodel_utils.cnn import models, training
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T4 = training.DeviceInfo("GPU", "Tesla T4", (7, 5))
 A100 = training.DeviceInfo("GPU", "NVIDIA A100-SXM4-40GB", (8, 0))
 P100 = training.DeviceInfo("GPU", "Tesla P100", (6, 0))

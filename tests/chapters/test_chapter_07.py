@@ -11,12 +11,16 @@ import math
 import psutil
 import pytest
 
-pytestmark = pytest.mark.notebooks
-
 
 @pytest.fixture(scope="module")
 def results(run_chapter):
     return run_chapter("07_model_to_product")
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("07_model_to_product")
 
 
 def test_lora_trains_a_small_share_and_its_factors_reattach(results):
@@ -94,18 +98,9 @@ def test_prices_and_break_even_are_consistent(results):
     assert 0 < results["chapter_seconds"] < 600
 
 
-# Everything at its smallest, so that what the run adds to smoke's is the full profile's own branch: float8 in
-# QUANT_MODES (and full's learning rates and LoRA rank, which change only numbers). The base GPT and the CNN are
-# trained here as a fresh build does (their fallbacks), for 2 steps and one epoch.
-SHRUNK_FULL = dict(BASE_FALLBACK_STEPS=2, ADAPT_STEPS=2, ADAPT_BATCH=4, NUM_SAMPLES=2, CNN_WIDTH=8,
-                   CNN_FALLBACK_EPOCHS=1, CALIBRATION_IMAGES=16, LATENCY_REPEATS=1, LOAD_CONCURRENCY=[1, 2],
-                   LOAD_REQUESTS=2, LOAD_SECONDS=0.5, LOAD_WARMUP=1, GENERATED_TOKENS=2, DECODE_BATCHES=[1, 2])
-
-
-@pytest.mark.notebooks
-def test_full_profile_shrunk_quantises_to_float8_too(run_chapter):
-    results = run_chapter("07_model_to_product", profile="full", **SHRUNK_FULL)
-    assert results["profile"] == "full"
+def test_full_profile_shrunk_quantises_to_float8_too(jax_full):
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     rows = {(r["model"], r["format"]): r for r in results["compression"]}
     assert [r["format"] for r in results["compression"] if r["model"] == "GPT"] == [
         "Keras float32", "Keras int8", "Keras int4", "Keras float8"]

@@ -1,6 +1,7 @@
-"""Every chapter in _toc.yml runs top to bottom in a fresh kernel under the smoke profile.
+"""Every chapter in _toc.yml runs top to bottom in a fresh kernel: under TensorFlow in the smoke profile, and under
+JAX in the full profile, shrunk.
 
-Chapter-specific assertions on the results live in tests/test_chapter_NN.py; this file checks the
+Chapter-specific assertions on the results live in tests/chapters/test_chapter_NN.py; this file checks the
 contract every chapter shares.
 """
 
@@ -16,7 +17,6 @@ from conftest import EXECUTED, ROOT, SESSION_BACKEND, toc_notebooks
 CHAPTERS = toc_notebooks()
 
 
-@pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_and_reports(run_chapter, notebook):
     results = run_chapter(notebook.stem)
@@ -25,25 +25,23 @@ def test_chapter_runs_and_reports(run_chapter, notebook):
     assert results.get("backend") == SESSION_BACKEND, f"{notebook.name} must record the Keras backend it ran under"
 
 
-@pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_runs_under_jax(run_chapter, notebook):
-    """Every chapter runs top to bottom with KERAS_BACKEND=jax (TensorFlow may still be installed: the sections
-    that need it check the backend), and says in its results which backend it ran under."""
-    results = run_chapter(notebook.stem, backend="jax")
-    assert results.get("profile") == "smoke", f"{notebook.name} must record the profile it ran under"
+def test_chapter_runs_under_jax_in_the_full_profile(run_jax_full, notebook):
+    """Every chapter runs top to bottom with KERAS_BACKEND=jax in the full profile, shrunk (TensorFlow may still be
+    installed: the sections that need it check the backend), and says which backend and profile it ran under."""
+    results = run_jax_full(notebook.stem)
+    assert results.get("profile") == "full", f"{notebook.name} must record the profile it ran under"
     assert results.get("backend") == "jax", f"{notebook.name} must record the Keras backend it ran under"
 
 
-@pytest.mark.notebooks
-def test_papermill_overrides_a_parameter(run_chapter):
-    """Papermill's injected cell comes after the parameters cell, so an override wins over the profile default."""
-    results = run_chapter(CHAPTERS[0].stem, SEED=7)
-    assert results["seed"] == 7
+def test_papermill_overrides_a_parameter(run_jax_full):
+    """Papermill's injected cell comes after the parameters cell, so an override wins over the profile default
+    (chapter 1's second run passes SEED=7; its default is 42)."""
+    assert run_jax_full(CHAPTERS[0].stem)["seed"] == 7
 
 
 def _sanitizers() -> list[tuple[re.Pattern, str]]:
-    """The regex/replace pairs of tests/nbval_sanitize.cfg (nbval's format), in order."""
+    """The regex/replace pairs of tests/chapters/nbval_sanitize.cfg (nbval's format), in order."""
     parser = configparser.ConfigParser()
     parser.read(Path(__file__).with_name("nbval_sanitize.cfg"))
     return [(re.compile(parser[s]["regex"]), parser[s]["replace"]) for s in parser.sections()]
@@ -66,7 +64,6 @@ def _checked_text(cell, sanitizers) -> list[str]:
     return texts
 
 
-@pytest.mark.notebooks
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_checked_outputs_match_the_recorded_ones(run_chapter, notebook):
     """nbval's regression check (`make nbval`), on the smoke run this session already made: every cell marked

@@ -7,9 +7,6 @@ import math
 
 import pytest
 
-pytestmark = pytest.mark.notebooks
-
-
 # which independent FLOP count the chapter prints under each backend
 FLOP_COUNTERS = {"tensorflow": "tensorflow profiler", "jax": "XLA cost analysis"}
 
@@ -17,6 +14,12 @@ FLOP_COUNTERS = {"tensorflow": "tensorflow profiler", "jax": "XLA cost analysis"
 @pytest.fixture(scope="module")
 def results(run_chapter):
     return run_chapter("02_core_concepts")
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("02_core_concepts")
 
 
 def test_parameter_counts(results):
@@ -32,10 +35,10 @@ def test_flops_agree_with_the_backends_own_count(results):
     assert 0.9 < results["conv_flop_share"] < 0.95
 
 
-def test_xla_counts_the_same_flops_under_jax(run_chapter):
-    # The same chapter under KERAS_BACKEND=jax (tests/test_notebooks.py runs it too: one run per session)
+def test_xla_counts_the_same_flops_under_jax(jax_full):
+    # The same chapter under KERAS_BACKEND=jax, in the shrunk full profile (tests/conftest.py)
     # counts with XLA's cost analysis, with no TensorFlow involved, and must land on the same number.
-    jax_results = run_chapter("02_core_concepts", backend="jax")
+    jax_results = jax_full
     assert jax_results["backend"] == "jax" and jax_results["flop_counter"] == FLOP_COUNTERS["jax"]
     assert jax_results["forward_flops_counted"] == jax_results["forward_flops_formula"] == 1_010_479_872
     assert jax_results["classic_cnn_params_keras"] == 44_401_226
@@ -71,16 +74,9 @@ def test_training_experiments_learned_something(results):
     assert results["achieved_gflops_per_s"] > 0
 
 
-# The full profile reads the whole Fashion-MNIST and trains its MLPs on 60,000 images for 5 epochs, at four data
-# fractions (1/64, 1/16, 1/4, all), and times the forward pass on batches of 64. Shrunk: 19,200 images (more than
-# the bundled 18,000-image subset holds, so only the full set can give them), one epoch, one timed batch of two.
-SHRUNK_FULL = dict(NUM_TRAIN=19200, NUM_EPOCHS=1, TIMING_BATCH_SIZE=2, TIMING_REPEATS=1)
-
-
-@pytest.mark.notebooks
-def test_full_profile_shrunk_trains_on_four_fractions_of_the_full_dataset(run_chapter):
-    results = run_chapter("02_core_concepts", profile="full", **SHRUNK_FULL)
-    assert results["profile"] == "full"
+def test_full_profile_shrunk_trains_on_four_fractions_of_the_full_dataset(jax_full):
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     accuracy = results["accuracy_by_training_images"]
     assert sorted(map(int, accuracy)) == [19200 // 64, 19200 // 16, 19200 // 4, 19200]
     assert 0.7 < accuracy["19200"] <= 1.0  # one epoch of 150 steps (0.82 measured); chance is 0.1

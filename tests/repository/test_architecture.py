@@ -14,7 +14,7 @@ import pytest
 
 import bigmodel_utils
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 MODULES = sorted(m.name for m in pkgutil.walk_packages(bigmodel_utils.__path__, "bigmodel_utils.")
                  if not m.name.endswith("__main__"))

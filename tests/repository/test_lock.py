@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS_IN = ROOT / "requirements.in"
 REQUIREMENTS_TXT = ROOT / "requirements.txt"
 

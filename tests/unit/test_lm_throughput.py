@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "lm_throughput.py"
 TINY = ["--layers", "2", "--heads", "2", "--width", "32", "--context", "16", "--batch-size", "8",
         "--steps", "3", "--warmup-steps", "2", "--repeats", "1", "--warmup-timeout", "60", "--single-thread"]

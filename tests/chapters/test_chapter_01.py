@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.notebooks
-
 
 @pytest.fixture(scope="module")
 def results(run_chapter):
     return run_chapter("01_background")
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("01_background")
 
 
 def test_tables_loaded_and_cross_checked(results):
@@ -41,14 +45,13 @@ def test_tokens_per_parameter(results):
     assert results["gpt3_over_alexnet_compute"] == pytest.approx(3.14e23 / 4.7e17)
 
 
-@pytest.mark.notebooks
-def test_full_profile_draws_its_larger_bootstrap(run_chapter):
+def test_full_profile_draws_its_larger_bootstrap(jax_full):
     # The full profile differs from smoke only in BOOTSTRAP_SAMPLES (5,000 instead of 100), and the whole chapter
     # takes seconds, so it runs unshrunk: the interval it reports is the one 5,000 resamples give, not 100.
     from bigmodel_utils.calculators import trends
 
-    results = run_chapter("01_background", profile="full")
-    assert results["profile"] == "full"
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     epoch = trends.load_epoch_models().dropna(subset=["training_flop"])
     after = epoch[epoch["year"] >= results["break_year"]]
     expected = {samples: trends.bootstrap_doubling_time(after["year"], after["training_flop"], samples,

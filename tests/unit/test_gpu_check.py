@@ -15,7 +15,7 @@ from pathlib import Path
 import gpu_check  # tools/ is on sys.path (conftest.py)
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "gpu_check.py"
 # TensorFlow is installed here; the GPU machine has none: block it, so that any import of it fails
 BLOCKED = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.argv = ['gpu_check.py'] + sys.argv[1:]; "

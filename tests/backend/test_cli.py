@@ -14,7 +14,7 @@ import pytest
 
 from bigmodel_utils.cnn import __main__ as cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--profile", "smoke", "--num-train", "640", "--num-test", "200", "--width", "4", "--batch-size", "64",
          "--quiet"]
 

@@ -6,16 +6,16 @@ import math
 
 import pytest
 
-pytestmark = pytest.mark.notebooks
-
-SHRUNK_FULL = dict(NUM_LAYERS=1, NUM_HEADS=2, WIDTH=32, CONTEXT=32, BATCH_SIZE=4, TRAIN_STEPS=4,
-                   WARMUP_STEPS=1, EVAL_EVERY=2, EVAL_WINDOWS=4, TANG_STEPS=4, NUM_POEMS=4, BPE_VOCAB=280,
-                   BPE_TRAIN_CHARS=5000, KV_NEW_TOKENS=16, JIT_COMPILE=False, SHARD_WIDTH=32, SHARD_STEPS=2)
-
 
 @pytest.fixture(scope="module")
 def results(run_chapter):
     return run_chapter("06_language_models")
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("06_language_models")
 
 
 def test_tokenizers_cost_what_their_encodings_say(results):
@@ -102,9 +102,9 @@ def test_zero_memory_matches_the_paper_and_counts_devices(results):
     assert table["GPT-3 175B", "ZeRO-3"]["GB per device on 64"] == pytest.approx(43.75)
 
 
-def test_full_profile_shrunk_runs_the_gpu_branches(run_chapter):
-    results = run_chapter("06_language_models", profile="full", **SHRUNK_FULL)
-    assert results["profile"] == "full"
+def test_full_profile_shrunk_runs_the_gpu_branches(jax_full):
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     assert results["config"]["dropout"] == 0.2  # the full profile's regularisation is on
     assert results["config"]["width"] == 32 and results["shakespeare"]["steps"] == [2, 4]
     assert len(results["sharding"]["model_parallel"]["losses"]) == 2  # the sharded section ran too

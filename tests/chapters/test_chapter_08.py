@@ -6,12 +6,16 @@ import math
 
 import pytest
 
-pytestmark = pytest.mark.notebooks
-
 
 @pytest.fixture(scope="module")
 def results(run_chapter):
     return run_chapter("08_future_challenges")
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full):
+    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
+    return run_jax_full("08_future_challenges")
 
 
 def test_growth_trends_and_power_law(results):
@@ -117,14 +121,8 @@ def test_projection_starts_from_the_frontier_of_the_data(results):
     assert first_year_cost > results["llama_405b_estimate"]["cost"]  # the frontier is beyond Llama 3.1 405B
 
 
-SHRUNK_FULL = dict(SCALING_WIDTHS=[4, 8, 16], SCALING_STEPS=4, SCALING_CONTEXT=16, SCALING_BATCH=4,
-                   SCALING_LAYERS=1, ISOFLOP_BUDGETS=[2e6], ISOFLOP_WIDTHS=[4, 8, 16], ISOFLOP_STEPS=[1, 100],
-                   EXPLAIN_TRAIN=500, EXPLAIN_EPOCHS=1, NOISE_MULTIPLIERS=[0.0, 1.0], DP_TRAIN=500, DP_EPOCHS=1,
-                   DP_BATCH_SIZE=100, MI_MEMBERS=100, MI_EPOCHS=1, MI_DP_EPOCHS=1, IG_STEPS=16)
-
-
-def test_full_profile_shrunk_runs_the_gpu_branches(run_chapter):
-    results = run_chapter("08_future_challenges", profile="full", **SHRUNK_FULL)
-    assert results["profile"] == "full"
+def test_full_profile_shrunk_runs_the_gpu_branches(jax_full):
+    results = jax_full
+    assert results["profile"] == "full" and results["backend"] == "jax"
     assert [r["width"] for r in results["scaling"]] == [4, 8, 16]
     assert len(results["isoflop_optima"]) == 1 and results["isoflop_size_exponent"] is None
