@@ -96,6 +96,18 @@ def test_the_test_job_caches_pip_keyed_on_what_is_installed(book):
     assert files == {"requirements.txt", "pyproject.toml", "compat/*.txt"}
 
 
+def test_the_test_job_caches_the_jax_compile_cache_where_the_makefile_puts_it(book):
+    makefile = (ROOT / "Makefile").read_text()
+    where = re.search(r"^export JAX_COMPILATION_CACHE_DIR \?= \$\(HOME\)/(\S+)$", makefile, re.M)
+    assert where, "the Makefile no longer sets JAX_COMPILATION_CACHE_DIR under $(HOME)"
+    caches = steps_using(book["jobs"]["test"], "actions/cache")
+    jax = [step for step in caches if step["with"]["path"] == f"~/{where.group(1)}"]
+    assert len(jax) == 1, [step["with"]["path"] for step in caches]
+    # a new key each run saves the grown cache; the restore keys fall back to the newest one of the same lock
+    assert "github.run_id" in jax[0]["with"]["key"] and "hashFiles('requirements.txt')" in jax[0]["with"]["key"]
+    assert all(line.strip().endswith("-") for line in jax[0]["with"]["restore-keys"].strip().splitlines())
+
+
 def test_the_test_job_always_uploads_the_screenshots(book):
     uploads = steps_using(book["jobs"]["test"], "actions/upload-artifact")
     assert [step["with"]["path"].rstrip("/") for step in uploads] == ["_build/screenshots"]
