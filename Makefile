@@ -17,7 +17,7 @@ export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/bigmodel-utils/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
-.PHONY: install book test lint units unit unit-jax notebooks notebooks-tensorflow notebooks-jax-full nbval smoke-book browser system-deps clean clean-notebooks test-compat
+.PHONY: install book test lint nbval smoke-book browser system-deps clean clean-notebooks test-compat
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,52 +43,42 @@ book: $(STAMP)
 	$(BIN)/python tools/translated_book.py build --cache _build/.jupyter_cache --html _build/html/zh
 	@echo "Open _build/html/index.html (中文版: _build/html/zh/index.html)"
 
-## make test: everything CI runs. The regression check on recorded outputs runs inside `notebooks`, on the
-## chapters it has just executed (tests/chapters/test_notebooks.py); `make nbval` runs the same check with nbval itself,
-## executing every chapter a second time.
-test: $(STAMP) system-deps lint units notebooks browser
+## make test: everything CI runs, in two legs side by side (one per core), then the browser check on the smoke book.
+## The folders of tests/ say what each test is: unit (no Keras backend involved), backend (the package's Keras code,
+## run under each backend), chapters (each chapter executed), repository (checks of the repository itself), browser.
+## Every chapter runs twice: under TensorFlow in the smoke profile, with the recorded-output check
+## (tests/chapters/test_notebooks.py), and under JAX in the `full` profile shrunk by tests/conftest.py's SHRUNK_FULL.
+## Measurements (`@pytest.mark.perf`) are left to `make bench`.
+test: $(STAMP) system-deps lint legs browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/actionlint
 
-unit: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider --durations=5
 
-# The JAX leg: the same unit tests under KERAS_BACKEND=jax, except the files that never touch a Keras backend
-# (calculators, text, plots, translations, hygiene, the lock and workflows, the import contract) and those that
-# already start JAX themselves in a subprocess whatever the backend (the sharded GPT, the backend benchmark,
-# the GPU check's dry run): running those twice would prove nothing new.
-JAX_NEUTRAL_TESTS := test_architecture.py test_costs.py test_diagrams.py test_gpu_check.py test_hygiene.py \
-  test_i18n.py test_lm_throughput.py test_lock.py test_parallel.py test_plots.py test_pricing.py test_text.py \
-  test_trends.py test_workflows.py
-unit-jax: $(STAMP)
-	KERAS_BACKEND=jax $(BIN)/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider \
-	  $(addprefix --ignore=tests/,$(JAX_NEUTRAL_TESTS))
+# Much of a test's time is one Python thread (Keras's per-step overhead, XLA compiling, papermill's kernel start), so
+# the two legs side by side take about the longer leg's time, not the sum. --output-sync prints each leg whole.
+legs: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target leg-tensorflow leg-jax
 
-# Each pair of legs runs as two processes side by side, one per core: much of a test's time is one Python thread
-# (Keras's per-step overhead, XLA compiling, papermill's kernel start), so the pair takes about the longer leg's
-# time, not the sum. --output-sync prints each leg's report whole, when it ends.
-units: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target unit unit-jax
+# TensorFlow: the backend-free unit tests, the repository's checks and the package's Keras tests; then every chapter
+# under smoke with its assertions and the recorded-output check (the executed copies feed the smoke book).
+leg-tensorflow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PYTEST) tests/unit tests/repository tests/backend
+	KERAS_BACKEND=tensorflow $(PYTEST) tests/chapters -m "not jax_full"
 
-## make notebooks: every chapter under papermill: under TensorFlow with the recorded-output check and each chapter's
-## assertions (notebooks-tensorflow), and, side by side, under JAX and under a shrunk `full` profile
-## (notebooks-jax-full).
-notebooks: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target notebooks-tensorflow notebooks-jax-full
+# JAX: the package's Keras tests under JAX; then every chapter's second run, under JAX in the shrunk full profile.
+leg-jax: $(STAMP)
+	KERAS_BACKEND=jax $(PYTEST) tests/backend
+	KERAS_BACKEND=jax $(PYTEST) tests/chapters -m jax_full
 
-# The shrunk `full` runs of chapters 5 and 7 go with the TensorFlow leg, the others with JAX's, so that the two
-# legs take about as long (measured: 4 min 17 s and 7 min 46 s before, on 2 cores).
-NOTEBOOKS_LEFT := full_profile and (test_chapter_05 or test_chapter_07)
-notebooks-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m notebooks -p no:cacheprovider --durations=5 \
-	  -k "not under_jax and not (full_profile and not ($(NOTEBOOKS_LEFT)))"
-
-notebooks-jax-full: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/pytest tests -q -m notebooks -p no:cacheprovider --durations=5 \
-	  -k "under_jax or (full_profile and not ($(NOTEBOOKS_LEFT)))"
+## make bench: the measurements (timing, memory, throughput) that `make test` leaves out, one at a time on an
+## otherwise idle machine, under TensorFlow; each asserts a ratio measured within its own run.
+.PHONY: legs leg-tensorflow leg-jax bench
+bench: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/pytest -q -p no:cacheprovider tests -m perf
 
 nbval: $(STAMP)
 	BOOK_PROFILE=smoke BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/nbval-artifacts \
@@ -96,7 +86,7 @@ nbval: $(STAMP)
 	  $$($(BIN)/python tools/book.py)
 
 # The browser test reads a book built under the smoke profile into its own folder (and cache), so it
-# never mixes with the quick-profile book of `make book`. It renders the chapters `make notebooks` just
+# never mixes with the quick-profile book of `make book`. It renders the chapters `make test`'s TensorFlow leg just
 # executed when they are fresh, and executes them itself otherwise (tools/build_smoke_book.py).
 smoke-book: $(STAMP)
 	BOOK_ARTIFACTS_DIR=$(CURDIR)/_build/smoke-artifacts $(BIN)/python tools/build_smoke_book.py
@@ -114,9 +104,9 @@ system-deps:
 	fi
 
 browser: $(STAMP) system-deps smoke-book
-	BOOK_HTML=_build/smoke/_build/html $(BIN)/pytest tests -q -m browser -p no:cacheprovider
+	BOOK_HTML=_build/smoke/_build/html $(BIN)/pytest tests/browser -q -p no:cacheprovider
 
-## make test-compat: the unit tests and every chapter (smoke) in two more environments built from constraint
+## make test-compat: the unit and backend tests and every chapter (smoke) in two more environments built from constraint
 ## files: Colab's versions (compat/colab.txt) and the lowest pyproject.toml admits (compat/lowest.txt). Each is
 ## rebuilt only when its constraint file, pyproject.toml or requirements.txt changed. CI runs it after `make test`.
 COMPAT := .venv-compat
@@ -124,8 +114,7 @@ COMPAT_STACKS := colab lowest
 COMPAT_PYTHON ?= python3.11
 COMPAT_EXTRAS := tensorflow,tuning,privacy,serving,export,jax
 # The harness at requirements.txt's pins: it is ours, not the reader's stack. The unit tests also use myst-nb
-# (runtime.glue's test; jupyter-cache for the Chinese build's) and lint-imports, a static check of the source that
-# does not depend on the stack: the main venv's is linked in (import-linter needs a newer rich than Colab's).
+# (runtime.glue's test). The repository's own checks (tests/repository) run once, in `make test`.
 COMPAT_TOOLS := $(shell grep -E '^(pytest|pytest-timeout|papermill|nbformat|ipykernel|myst-nb)==' requirements.txt \
   | cut -d' ' -f1)
 
@@ -135,13 +124,7 @@ $(COMPAT)/%/.installed: compat/%.txt pyproject.toml requirements.txt | $(STAMP)
 	$(COMPAT_PYTHON) -m venv $(COMPAT)/$*
 	$(COMPAT)/$*/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT)/$*/bin/python -m pip install --quiet -e ".[$(COMPAT_EXTRAS)]" $(COMPAT_TOOLS) -c compat/$*.txt
-	ln -sf $(CURDIR)/$(BIN)/lint-imports $(COMPAT)/$*/bin/lint-imports
 	touch $@
-
-# Files that check the repository itself (its notebooks' hygiene, translations, lock, workflows, import contract)
-# or the GPU machine's tooling, not the reader's stack: they run once, in `make test`.
-COMPAT_SKIP_TESTS := test_architecture.py test_gpu_check.py test_hygiene.py test_i18n.py test_lock.py \
-  test_workflows.py
 
 # The two stacks are built and run side by side (-j2), each its unit tests then every chapter under smoke. PATH puts the stack's
 # venv first, so papermill's python3 kernel is that venv's python; executed chapters go to the stack's own folder,
@@ -155,10 +138,9 @@ compat-%: $(COMPAT)/%/.installed
 	@bin=$(CURDIR)/$(COMPAT)/$*/bin; failed=; export KERAS_BACKEND=tensorflow; unset JAX_COMPILATION_CACHE_DIR; \
 	export BOOK_EXECUTED_DIR=$(CURDIR)/_build/compat-executed/$*; \
 	echo "== $*: $$($$bin/python -c 'import sys, keras, tensorflow as tf; print("Python", sys.version.split()[0], "TensorFlow", tf.__version__, "Keras", keras.__version__)')"; \
-	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests -q -m "not notebooks and not browser" -p no:cacheprovider \
-	  $(addprefix --ignore=tests/,$(COMPAT_SKIP_TESTS)) || failed="$$failed unit"; \
+	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests/unit tests/backend -q -p no:cacheprovider || failed="$$failed unit"; \
 	echo "== $*: unit tests took $$SECONDS s"; \
-	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/chapters/test_notebooks.py -q -m notebooks \
+	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/chapters/test_notebooks.py -q \
 	  -k test_chapter_runs_and_reports -p no:cacheprovider || failed="$$failed chapters"; \
 	echo "== $*: chapters (smoke) took $$SECONDS s"; \
 	if [ -n "$$failed" ]; then echo "test-compat $* failed:$$failed"; exit 1; fi

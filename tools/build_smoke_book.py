@@ -1,6 +1,6 @@
 """Build the book under the smoke profile into _build/smoke, for the browser test.
 
-`make test` has already executed every chapter under smoke with papermill (`make notebooks`, which saves
+`make test` has already executed every chapter under smoke with papermill (its TensorFlow leg, which saves
 the executed notebooks under _build/executed/). When those are complete and newer than their sources,
 this script renders them as they are (execution off) instead of running every chapter a third time;
 otherwise it builds normally, executing each chapter under smoke. Warnings are errors either way.

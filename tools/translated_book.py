@@ -2,7 +2,7 @@
 
 Code cells, their outputs and every glued number are the English edition's: a chapter is not executed a
 second time. Its executed English notebook is taken from where the English build left it (the jupyter-cache
-of `make book`, or the papermill copies that `make notebooks` saves), its prose is replaced unit by unit
+of `make book`, or the papermill copies that `make test`'s TensorFlow leg saves), its prose is replaced unit by unit
 with the translation, and the Chinese book is built with execution off into a folder of the English one:
 
     python tools/translated_book.py notebooks            # write zh/chapters/*.ipynb (committed, for Colab)
