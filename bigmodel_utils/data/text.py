@@ -163,9 +163,9 @@ class ByteTokenizer:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
-def _merge(ids: np.ndarray, pair: tuple[int, int], new_id: int) -> np.ndarray:
+def merge_pair(ids: np.ndarray, pair: tuple[int, int], new_id: int) -> np.ndarray:
     """Replace every non-overlapping occurrence of ``pair`` in ``ids``, left to right,
-    by ``new_id``.
+    by ``new_id``: one merge of byte-pair encoding (chapter 6 shows it).
     """
     hits = np.flatnonzero((ids[:-1] == pair[0]) & (ids[1:] == pair[1]))
     if len(hits) == 0:
@@ -219,7 +219,7 @@ class BPETokenizer:
                 break
             pair = (best // vocab_size, best % vocab_size)
             merges.append(pair)
-            ids = _merge(ids, pair, new_id)
+            ids = merge_pair(ids, pair, new_id)
         return cls(merges)
 
     @property
@@ -229,7 +229,7 @@ class BPETokenizer:
     def encode(self, text: str) -> np.ndarray:
         ids = ByteTokenizer().encode(text)
         for new_id, pair in enumerate(self.merges, start=256):
-            ids = _merge(ids, pair, new_id)
+            ids = merge_pair(ids, pair, new_id)
         return ids.astype(np.int32)
 
     def decode(self, ids) -> str:

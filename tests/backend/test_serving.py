@@ -1,12 +1,14 @@
-"""Tests for bigmodel_utils.serving: request checks, the batched decoder, the load test and one running service.
+"""Tests for bigmodel_utils.serving: request checks, the batched decoder, the load test and a running service.
 
-The integration tests share one service (tiny models saved in a temporary folder), started once for the
-module; the last test leaves it as if the ``with`` body had raised and checks that nothing of it survives.
+Each test stands alone (``pytest -k`` runs any one of them): the tests that need a service share one, started
+on first use for the module (tiny models saved in a temporary folder) and reset to the default batching
+settings before each test; the test of the clean-up starts a service of its own.
 """
 
 import asyncio
 import json
 import math
+import shutil
 import time
 from types import SimpleNamespace
 
@@ -18,8 +20,11 @@ from bigmodel_utils import gpt, serving
 from bigmodel_utils.cnn import models
 from bigmodel_utils.data import text
 
+pytestmark = pytest.mark.timeout(300)  # a service starts in about 30 s on 2 cores; the first test to need it waits
+
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n"
 CONTEXT = 64
+DEFAULT_SETTINGS = {"max_batch_size": 16, "batch_wait_timeout_s": serving.BATCH_WAIT_TIMEOUT_S}
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +48,23 @@ def saved(tiny, tmp_path_factory):
 # The batched decoder
 # --------------------------------------------------------------------------------------
 
-JOBS = [  # (prompt, new tokens, temperature, top_k, seed): different lengths and sampling settings
-    ("t", 5, 1.0, None, 0),
-    ("the quick", 12, 0.7, 5, 1),
-    ("lazy dog. pack", 3, 2.0, None, 7),
-    ("box", 9, 1.0, 1, 3),
-    ("jugs!\n", 1, 0.3, 10, 11),
-    ("five dozen liquor", 7, 1.5, 20, 5),
+REQUESTS = [  # different prompt lengths and sampling settings
+    {"prompt": "t", "max_new_tokens": 5, "temperature": 1.0, "seed": 0},
+    {"prompt": "the quick", "max_new_tokens": 12, "temperature": 0.7, "top_k": 5, "seed": 1},
+    {"prompt": "lazy dog. pack", "max_new_tokens": 3, "temperature": 2.0, "seed": 7},
+    {"prompt": "box", "max_new_tokens": 9, "top_k": 1, "seed": 3},
+    {"prompt": "jugs!\n", "max_new_tokens": 1, "temperature": 0.3, "top_k": 10, "seed": 11},
+    {"prompt": "five dozen liquor", "max_new_tokens": 7, "temperature": 1.5, "top_k": 20, "seed": 5},
 ]
-
-
-def _jobs(tokenizer):
-    return [serving.GenerationJob(tokenizer.encode(p), n, t, k, s) for p, n, t, k, s in JOBS]
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("batch_sizes", [serving.BATCH_SIZES, (1, 4)])
 def test_generate_batch_gives_each_job_the_tokens_it_gets_alone(tiny, batch_sizes):
     # (1, 4) splits the six jobs into a batch of 4 and one of 2 padded to 4; the default pads all six to 16
-    jobs = _jobs(tiny.tokenizer)
+    jobs = [serving.check_generate(body, tiny.tokenizer, CONTEXT) for body in REQUESTS]
     together = serving.generate_batch(tiny.gpt, jobs, batch_sizes)
+    assert [len(tokens) for tokens in together] == [body["max_new_tokens"] for body in REQUESTS]
     for job, tokens in zip(jobs, together):
         alone = gpt.generate(tiny.gpt, job.prompt, job.num_new_tokens, job.temperature, job.top_k, job.seed)
         np.testing.assert_array_equal(tokens, alone)
@@ -70,20 +72,6 @@ def test_generate_batch_gives_each_job_the_tokens_it_gets_alone(tiny, batch_size
     other = serving.generate_batch(tiny.gpt, [serving.GenerationJob(jobs[1].prompt, 12, 0.7, 5, seed)
                                               for seed in range(2, 6)])
     assert any(not np.array_equal(tokens, together[1]) for tokens in other)
-
-
-@pytest.mark.parametrize("jobs, batch_sizes, message", [
-    ([], serving.BATCH_SIZES, "jobs must hold at least one"),
-    (["not a job"], serving.BATCH_SIZES, r"jobs\[0\] must be a GenerationJob"),
-    ([serving.GenerationJob(np.zeros(60, np.int32), 5)], serving.BATCH_SIZES, r"jobs\[0\]: prompt \(60 tokens\)"),
-    ([serving.GenerationJob(np.zeros(3, np.int32), 0)], serving.BATCH_SIZES, r"jobs\[0\].num_new_tokens"),
-    ([serving.GenerationJob(np.zeros(0, np.int32), 2)], serving.BATCH_SIZES, r"jobs\[0\].prompt must be a non-empty"),
-    ([serving.GenerationJob(np.zeros(3, np.int32), 2, temperature=0.0)], serving.BATCH_SIZES, "temperature"),
-    ([serving.GenerationJob(np.zeros(3, np.int32), 2)], (0, 4), "batch_sizes"),
-])
-def test_generate_batch_rejects_bad_jobs(tiny, jobs, batch_sizes, message):
-    with pytest.raises(ValueError, match=message):
-        serving.generate_batch(tiny.gpt, jobs, batch_sizes)
 
 
 def test_predict_padded_pads_and_splits_without_changing_rows():
@@ -192,11 +180,11 @@ def test_error_from_validation_maps_pydantic_errors():
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"max_batch_size": 0}, "max_batch_size must be an integer from 1"),
-    ({"max_batch_size": 1000}, "max_batch_size must be an integer from 1"),
-    ({"max_batch_size": 2.0}, "max_batch_size"),
-    ({"batch_wait_timeout_s": -0.1}, "batch_wait_timeout_s must be a number .* got -0.1 for classify"),
-    ({"batch_wait_timeout_s": {"generate": "long"}}, "got 'long' for generate"),
+    ({"max_batch_size": 0}, "max_batch_size must be an integer from 1 to 256, got 0"),
+    ({"max_batch_size": 1000}, "max_batch_size must be an integer from 1 to 256, got 1000"),
+    ({"max_batch_size": 2.0}, "max_batch_size must be an integer .* got 2.0"),
+    ({"batch_wait_timeout_s": -0.1}, r"batch_wait_timeout_s\['classify'\] must be a finite number .* got -0.1"),
+    ({"batch_wait_timeout_s": {"generate": "long"}}, r"batch_wait_timeout_s\['generate'\] .* got 'long'"),
     ({"batch_wait_timeout_s": {"predict": 0.1}}, r"unknown endpoints \['predict'\]"),
     ({"replicas": 0}, "replicas must be an integer from 1 to 16"),
 ])
@@ -208,26 +196,28 @@ def test_serve_config_checks_batching(settings, message):
 def test_serve_config_holds_the_batching_user_config():
     config = serving.serve_config("cnn.keras", ".", "tiny", replicas=2, max_batch_size=8,
                                   batch_wait_timeout_s={"generate": 0.3})
-    deployment = config["applications"][0]["deployments"][0]
+    application = config["applications"][0]
+    assert application["import_path"] == "bigmodel_utils.serving.app:build_app"
+    deployment = application["deployments"][0]
     assert deployment["num_replicas"] == 2
     assert deployment["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": {
         "classify": serving.BATCH_WAIT_TIMEOUT_S["classify"], "generate": 0.3}}
     both = serving.serve_config("cnn.keras", ".", "tiny", batch_wait_timeout_s=0.05)
-    assert both["applications"][0]["deployments"][0]["user_config"]["batch_wait_timeout_s"] == {
-        "classify": 0.05, "generate": 0.05}
+    assert both["applications"][0]["deployments"][0]["user_config"] == {
+        "max_batch_size": 16, "batch_wait_timeout_s": {"classify": 0.05, "generate": 0.05}}
 
 
 @pytest.mark.parametrize("arguments, message", [
     ({"url": "localhost:8000"}, "url must start with http"),
     ({"path": "health"}, "path must be a string starting with '/'"),
-    ({"concurrency": 0}, "concurrency must be an integer from 1 to"),
-    ({"concurrency": 2.5}, "concurrency must be an integer from 1 to"),
-    ({"num_requests": -3}, "num_requests must be a positive integer"),
-    ({"timeout_s": 0}, "timeout_s must be a positive number"),
+    ({"concurrency": 0}, "concurrency must be an integer from 1 to 1024, got 0"),
+    ({"concurrency": 2.5}, "concurrency must be an integer from 1 to 1024, got 2.5"),
+    ({"num_requests": -3}, "num_requests must be a positive integer, got -3"),
+    ({"timeout_s": 0}, "timeout_s must be a positive number, got 0"),
     ({"payloads": []}, "payloads must be a non-empty sequence"),
     ({"payloads": [[1, 2]]}, "payloads must be a non-empty sequence"),
-    ({"client": "curl"}, "client must be one of"),
-    ({"request_timeout_s": float("inf")}, "request_timeout_s must be a positive number"),
+    ({"client": "curl"}, "client must be one of 'aiohttp', 'httpx'; got 'curl'"),
+    ({"request_timeout_s": float("inf")}, "request_timeout_s must be a positive number, got inf"),
 ])
 def test_load_test_checks_its_arguments(arguments, message):
     call = {"url": "http://127.0.0.1:9", "path": "/health", "payloads": None, "concurrency": 2,
@@ -236,17 +226,45 @@ def test_load_test_checks_its_arguments(arguments, message):
         serving.load_test(**call)
 
 
+class _Untouchable:
+    """A service the sweep must not reach: it checks every argument before the first request."""
+
+    url = "http://127.0.0.1:9"
+
+    def reconfigure(self, **settings):
+        raise AssertionError("reconfigured before the arguments were checked")
+
+    def health(self):
+        raise AssertionError("asked for /health before the arguments were checked")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"path": "classify"}, "path must be a string starting with '/'"),
+    ({"modes": {}}, "modes must map at least one name"),
+    ({"modes": {"unbatched": 1, "huge": 1000}}, "max_batch_size must be an integer from 1 to 256, got 1000"),
+    ({"concurrencies": (4, 0)}, r"concurrencies\[1\] must be an integer from 1 to 1024, got 0"),
+    ({"concurrencies": ()}, "concurrencies must hold at least one"),
+    ({"num_requests": 0}, "num_requests must be a positive integer, got 0"),
+    ({"warmup_requests": -1}, "warmup_requests must be a non-negative integer, got -1"),
+    ({"timeout_s": 0}, "timeout_s must be a positive number, got 0"),
+    ({"batch_wait_timeout_s": {"predict": 1}}, r"unknown endpoints \['predict'\]"),
+])
+def test_batching_sweep_checks_everything_before_the_first_request(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        serving.batching_sweep(_Untouchable(), **{"path": "/health", "payloads": None, **arguments})
+
+
 def test_free_port_is_below_the_ephemeral_range_and_closed():
     ports = {serving.free_port() for _ in range(5)}
     assert all(20000 <= port < 32768 and not serving.port_is_open(port) for port in ports)
 
 
 @pytest.mark.parametrize("arguments, error, message", [
-    ({"port": 0}, ValueError, "port must be an integer from 1 to 65535"),
-    ({"startup_timeout": -1}, ValueError, "startup_timeout must be a positive number"),
+    ({"port": 0}, ValueError, "port must be an integer from 1 to 65535, got 0"),
+    ({"startup_timeout": -1}, ValueError, "startup_timeout must be a positive number, got -1"),
     ({"replicas": 0}, ValueError, "replicas must be an integer from 1"),
     ({"max_batch_size": 0}, ValueError, "max_batch_size must be an integer from 1"),
-    ({"batch_wait_timeout_s": {"classify": -1}}, ValueError, "batch_wait_timeout_s must be a number"),
+    ({"batch_wait_timeout_s": {"classify": -1}}, ValueError, r"batch_wait_timeout_s\['classify'\] must be"),
     ({"gpt_name": "missing"}, FileNotFoundError, r"gpt_dir: no file .*missing\.keras"),
 ])
 def test_running_service_checks_its_arguments_before_starting(saved, arguments, error, message):
@@ -267,20 +285,25 @@ def test_running_service_reports_a_command_line_that_exits(saved, tmp_path):
 
 
 # --------------------------------------------------------------------------------------
-# One running service
+# A running service
 # --------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def service(saved):
-    """One service for the module; ``test_exit_cleans_up_even_when_the_body_raises`` (the last test) exits it."""
-    context = serving.running_service(saved.cnn_path, saved.folder, "tiny", max_batch_size=16,
-                                      startup_timeout=180, log_path=saved.folder / "service.log")
-    running = context.__enter__()
-    running.context = context
-    yield running
-    if running.process.poll() is None:
-        context.__exit__(None, None, None)
+def running(saved):
+    """One service for the module's tests, started when the first of them needs it."""
+    with serving.running_service(saved.cnn_path, saved.folder, "tiny", max_batch_size=16, startup_timeout=180,
+                                 log_path=saved.folder / "service.log") as service:
+        yield service
+
+
+@pytest.fixture
+def service(running):
+    """The module's service with the default batching settings, whatever the test before it left."""
+    health = running.health()
+    if {key: health[key] for key in DEFAULT_SETTINGS} != DEFAULT_SETTINGS:
+        running.reconfigure(**DEFAULT_SETTINGS)
+    return running
 
 
 def _post(service, path, body=None, raw=None):
@@ -291,7 +314,10 @@ def _post(service, path, body=None, raw=None):
                       timeout=30)
 
 
-@pytest.mark.timeout(240)
+def _counters(service, endpoint):
+    return service.health()["stats"].get(endpoint, {})
+
+
 def test_health_reports_the_settings(service):
     health = service.health()
     assert health["status"] == "ok"
@@ -301,7 +327,7 @@ def test_health_reports_the_settings(service):
     # size 1 is compiled before the replica is ready, the sizes up to max_batch_size soon after
     assert health["compiled_batch_sizes"]["generate"][0] == 1
     deadline = time.monotonic() + 60
-    while health["compiled_batch_sizes"] != {"classify": [1, 4, 16], "generate": [1, 4, 16]}:
+    while not all({1, 4, 16} <= set(sizes) for sizes in health["compiled_batch_sizes"].values()):
         assert time.monotonic() < deadline, health["compiled_batch_sizes"]
         time.sleep(0.2)
         health = service.health()
@@ -310,6 +336,7 @@ def test_health_reports_the_settings(service):
 def test_classify_answers_what_the_model_says(service, tiny):
     pixels = np.random.default_rng(1).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
     expected = tiny.cnn.predict_on_batch(pixels[..., None].astype("float32") / 255.0)
+    classes = service.health()["classes"]
     for image, want in zip(pixels, expected):
         for body in ({"image": image.tolist()}, {"image": (image[..., None] / 255.0).tolist()}):
             response = _post(service, "/classify", body)
@@ -317,7 +344,7 @@ def test_classify_answers_what_the_model_says(service, tiny):
             answer = response.json()
             np.testing.assert_allclose(answer["probabilities"], want, atol=1e-5)
             assert answer["index"] == int(np.argmax(want))
-            assert answer["label"] == service.health()["classes"][answer["index"]]
+            assert answer["label"] == classes[answer["index"]]
 
 
 def test_generate_answers_what_generate_gives(service, tiny):
@@ -371,27 +398,28 @@ def test_probe_bad_requests_gets_every_refusal_right(service):
     assert all(row["error"] and "\n" not in row["error"] for row in rows)
 
 
-def test_a_burst_of_64_concurrent_requests_loses_none(service):
+def test_a_burst_of_64_concurrent_requests_loses_none_and_is_batched(service):
     pixels = np.random.default_rng(2).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
-    before = service.health()["stats"]["classify"]
+    before = _counters(service, "classify")
     result = serving.load_test(service.url, "/classify", serving.image_payloads(pixels), concurrency=64,
                                num_requests=64, timeout_s=60)
     assert (result.sent, result.answered, result.ok, result.errors) == (64, 64, 64, {})
     assert result.p50_ms <= result.p95_ms <= result.p99_ms
-    after = service.health()["stats"]["classify"]
-    # 64 requests at once with max_batch_size 16: the replica must have run some of them together
+    after = _counters(service, "classify")
+    # 64 requests at once with max_batch_size 16: the replica ran them in batches of up to 16
     assert after["requests"] - before.get("requests", 0) == 64
-    assert after["batches"] - before.get("batches", 0) < 64
-    assert 1 < after["largest_batch"] <= 16
+    assert 4 <= after["batches"] - before.get("batches", 0) < 64
+    assert after["largest_batch"] <= 16
     generations = [{"prompt": "the", "max_new_tokens": 4, "seed": seed} for seed in range(16)]
+    before = _counters(service, "generate")
     result = serving.load_test(service.url, "/generate", generations, concurrency=16, num_requests=32,
                                client="httpx")
     assert (result.sent, result.answered, result.ok) == (32, 32, 32)
+    assert _counters(service, "generate")["requests"] - before.get("requests", 0) == 32
 
 
 def test_reconfigure_changes_batching_without_a_restart(service):
     replica = service.health()
-    assert replica["batch_wait_timeout_s"] == serving.BATCH_WAIT_TIMEOUT_S
     assert service.reconfigure(max_batch_size=1) == {"max_batch_size": 1,
                                                      "batch_wait_timeout_s": serving.BATCH_WAIT_TIMEOUT_S}
     unbatched = service.health()
@@ -400,38 +428,52 @@ def test_reconfigure_changes_batching_without_a_restart(service):
     result = serving.load_test(service.url, "/health", None, concurrency=4, num_requests=8)
     assert result.ok == 8
     changed = service.reconfigure(max_batch_size=16, batch_wait_timeout_s={"classify": 0.01})
-    assert changed["batch_wait_timeout_s"] == {**serving.BATCH_WAIT_TIMEOUT_S, "classify": 0.01}
+    assert changed == {"max_batch_size": 16, "batch_wait_timeout_s": {**serving.BATCH_WAIT_TIMEOUT_S,
+                                                                      "classify": 0.01}}
     assert service.health()["batch_wait_timeout_s"] == changed["batch_wait_timeout_s"]
     assert service.health()["pid"] == replica["pid"]
-    service.reconfigure(batch_wait_timeout_s=serving.BATCH_WAIT_TIMEOUT_S)
     with pytest.raises(ValueError, match="max_batch_size must be an integer from 1"):
         service.reconfigure(max_batch_size=0)
+    with pytest.raises(ValueError, match="reconfigure needs max_batch_size or batch_wait_timeout_s"):
+        service.reconfigure()
 
 
-def test_batching_sweep_rows_and_gain(service):
+def test_batching_sweep_batches_concurrent_requests_only(service):
     pixels = np.random.default_rng(3).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
     rows = serving.batching_sweep(service, "/classify", serving.image_payloads(pixels),
-                                  modes={"unbatched": 1, "batched": 8}, concurrencies=(2, 24), num_requests=16,
+                                  modes={"unbatched": 1, "batched": 8}, concurrencies=(1, 24), num_requests=16,
                                   warmup_requests=4)
-    assert [(row["mode"], row["concurrency"]) for row in rows] == [("unbatched", 2), ("unbatched", 24),
-                                                                   ("batched", 2), ("batched", 24)]
+    assert [(row["mode"], row["concurrency"]) for row in rows] == [("unbatched", 1), ("unbatched", 24),
+                                                                   ("batched", 1), ("batched", 24)]
     assert all(row["ok"] == row["sent"] == max(16, row["concurrency"]) for row in rows)  # one per client at least
     assert all(row["batch_wait_timeout_s"] == serving.BATCH_WAIT_TIMEOUT_S["classify"] for row in rows)
-    assert all(row["mean_batch_size"] == 1.0 for row in rows if row["mode"] == "unbatched")
-    assert all(1.0 <= row["mean_batch_size"] <= 8 for row in rows if row["mode"] == "batched")
-    gains = serving.batching_gain(rows)
-    assert [gain["concurrency"] for gain in gains] == [2, 24]
     by_key = {(row["mode"], row["concurrency"]): row for row in rows}
+    # the replica's counters: one request per batch unbatched, or with one client; several with 24 of them
+    assert by_key["unbatched", 1]["mean_batch_size"] == by_key["unbatched", 24]["mean_batch_size"] == 1.0
+    assert by_key["batched", 1]["mean_batch_size"] == 1.0
+    assert 1.0 < by_key["batched", 24]["mean_batch_size"] <= 8
+    gains = serving.batching_gain(rows)
+    assert [gain["concurrency"] for gain in gains] == [1, 24]
     assert math.isclose(gains[1]["throughput_ratio"],
                         by_key["batched", 24]["throughput_rps"] / by_key["unbatched", 24]["throughput_rps"])
     assert gains[1]["batched_p99_ms"] == by_key["batched", 24]["p99_ms"]
+
+
+@pytest.mark.perf
+def test_batching_raises_throughput_under_concurrent_load(service):
+    """Measured in one run: the same service, unbatched then batched, under 16 concurrent generations."""
+    generations = [{"prompt": "the", "max_new_tokens": 16, "seed": seed} for seed in range(16)]
+    rows = serving.batching_sweep(service, "/generate", generations, modes={"unbatched": 1, "batched": 16},
+                                  concurrencies=(16,), num_requests=96)
+    (gain,) = serving.batching_gain(rows)
+    assert gain["throughput_ratio"] > 1.5, rows
 
 
 def test_load_test_stops_sending_after_timeout_and_waits_for_the_rest(service):
     result = serving.load_test(service.url, "/health", None, concurrency=8, num_requests=100_000, timeout_s=0.5)
     assert 8 <= result.sent < 100_000
     assert result.answered == result.ok == result.sent  # those in flight at the deadline were awaited
-    assert 0.5 <= result.wall_s < 5
+    assert result.wall_s >= 0.5  # it kept sending until the deadline
 
 
 def test_load_test_runs_inside_a_running_event_loop(service):
@@ -442,13 +484,18 @@ def test_load_test_runs_inside_a_running_event_loop(service):
     assert (result.sent, result.ok) == (6, 6)
 
 
-@pytest.mark.timeout(120)
-def test_exit_cleans_up_even_when_the_body_raises(service):
-    """Last in the module: leave the service's ``with`` block as if its body had raised."""
-    failure = RuntimeError("the body failed")
-    assert service.context.__exit__(RuntimeError, failure, None) is False  # the body's error is not swallowed
-    assert service.process.returncode is not None
-    assert len(service.processes) >= 5  # the command line, Ray's daemons, the controller, proxy and replica
-    assert serving.leftover_processes(service.processes) == []
-    assert not serving.port_is_open(service.port)
-    assert service.leftovers == []
+def test_exit_cleans_up_even_when_the_body_raises(saved):
+    """A service of its own, left as if the ``with`` body had failed."""
+    with pytest.raises(RuntimeError, match="the body failed"):  # the body's error is not swallowed
+        with serving.running_service(saved.cnn_path, saved.folder, "tiny", max_batch_size=1,
+                                     startup_timeout=180) as service:
+            raise RuntimeError("the body failed")
+    try:
+        assert service.process.returncode is not None
+        assert len(service.processes) >= 5  # the command line, Ray's daemons, the controller, proxy and replica
+        assert serving.leftover_processes(service.processes) == []
+        assert not serving.port_is_open(service.port)
+        assert service.leftovers == []
+        assert serving.READY_PREFIX in service.log_path.read_text()  # a failed run keeps its log
+    finally:
+        shutil.rmtree(service.log_path.parent, ignore_errors=True)
