@@ -255,7 +255,8 @@ def build_torch_gpt(config):
 
         def attention(self, x):  # (B, T, d) -> (B, T, d)
             batch, length, width = x.shape
-            # The fused projection's 3d outputs are [q | k | v], each split into heads, as Keras's _heads does.
+            # The fused projection's 3d outputs are [q | k | v], each split into heads,
+            # as CausalSelfAttention.split_heads does.
             qkv = self.qkv(x).view(batch, length, 3, config.num_heads, config.head_size)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # three of (B, H, T, d_head)
             scores = q @ k.transpose(-2, -1) / math.sqrt(config.head_size)
@@ -445,19 +446,6 @@ class Worker:
         self.log.close()
 
 
-def numpy_matmul_flops_per_second(size: int = 1024, repeats: int = 5) -> float:
-    """This machine's dense float32 matmul rate with NumPy in FLOP/s: ``2 n^3`` over the median of ``repeats``."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    a @ b  # warm up: thread pool, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
-
-
 def missing_package(name: str) -> str | None:
     package = REQUIRED_PACKAGE[name]
     return None if importlib.util.find_spec(package) else package
@@ -480,7 +468,9 @@ def measure(args: argparse.Namespace) -> dict:
     """Start the workers, warm them all up, time ``args.repeats`` rounds of repeats; return the report."""
     rows = {name: {"implementation": name, "label": IMPLEMENTATIONS[name], "status": "ok"} for name in args.only}
     with threadpoolctl.threadpool_limits(1 if args.single_thread else None):
-        matmul_rate = numpy_matmul_flops_per_second()
+        from bigmodel_utils.backend import speed  # NumPy only: this process loads no framework
+
+        matmul_rate = speed.matmul_flops_per_second(library="numpy")
     load_before = os.getloadavg()
     workers = {}
     for name in args.only:
