@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     output = args.output or ROOT / "benchmarks" / "results" / (
         f"throughput-{keras.backend.backend()}-{device.kind.lower()}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(runtime._to_jsonable(report), indent=2, sort_keys=True))
+    output.write_text(json.dumps(runtime.to_jsonable(report), indent=2, sort_keys=True))
     print(f"results written to {output}")
     return 0
 

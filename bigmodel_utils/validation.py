@@ -106,7 +106,7 @@ def fraction(name: str, value: Any, example: str) -> float:
 
 
 def positive_int(name: str, value: Any) -> int:
-    """``value`` as an int if it is an integer of at least 1; otherwise a ValueError naming ``name``."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an int if it is an integer of at least 1; otherwise a ValueError naming ``name``.
+
+    The same check as ``check_int(name, value, minimum=1)``, under a shorter name."""
+    return check_int(name, value, minimum=1)

@@ -13,7 +13,7 @@ When ``make gpu-wheels`` finds the full Fashion-MNIST on this machine (Debian's 
 Keras cache), it copies it into ``_build/gpu-wheels/fashion-mnist/``, and this script puts it in the Keras cache
 there, so the CNN trains on all 60,000 images offline; otherwise
 ``bigmodel_utils.data.image_data`` falls back to the bundled
-subset and says so. Tiny Shakespeare is read from the repository's ``data/``.
+subset and says so. Tiny Shakespeare and the datasheet table are read from the repository's ``data/``.
 
 Both models run in their chapters' ``full`` configurations (the parameters cells of
 ``chapters/04_cnn_on_gpu.ipynb`` and ``chapters/06_language_models.ipynb``; ``tests/unit/test_gpu_check.py`` checks that
@@ -23,9 +23,9 @@ device (``mixed_bfloat16`` on compute capability 8.0 or more). Each model trains
 of steps: the first window (compile and warm-up) is left out and the throughput is the median over the others.
 Model FLOPs come from the package's own counts: ``footprint.layer_costs`` for the CNN's forward pass (times three for
 training) and ``gpt.flops_per_token`` for the GPT (6N plus attention and the output layer). MFU divides the
-achieved FLOP/s by the GPU's datasheet dense peak at the training precision (``DATASHEET_PEAKS``), or by
-``--peak-tflops``. The CNN's augmentation is left out: done in NumPy on the host it would time the input pipeline,
-not the GPU.
+achieved FLOP/s by the GPU's datasheet dense peak at the training precision (the repository's
+``data/accelerators.csv``, through ``bigmodel_utils.calculators.accelerators``), or by ``--peak-tflops``. The CNN's
+augmentation is left out: done in NumPy on the host it would time the input pipeline, not the GPU.
 
 With no GPU visible it refuses (exit code 2) unless ``--dry-run``, which runs the same path on the CPU with tiny
 shapes and a few steps (``tests/unit/test_gpu_check.py``). It never imports TensorFlow.
@@ -50,34 +50,10 @@ WHEEL_DIR = ROOT / "_build" / "gpu-wheels"
 SEED = 42
 EXIT_NO_GPU = 2
 
-# ---------------------------------------------------------------------------------------------------------------
-# Datasheet dense peaks, TFLOP/s. NVIDIA's datasheets quote tensor-core figures "with sparsity" (2:4 structured
-# sparsity) for Ampere and later; a dense matrix product gets half of that, which is what is listed here.
-# "tf32" is what a float32 policy gets from JAX on Ampere and later (its default matmul precision uses TF32 tensor
-# cores); "float32" is the plain FP32 figure, used where there is no TF32 (T4).
-# ---------------------------------------------------------------------------------------------------------------
-DATASHEET_PEAKS = (
-    # NVIDIA H200 NVL datasheet (H200 datasheet, NVL column): BF16/FP16 1,671*, TF32 835*, FP32 60 (* sparsity).
-    (r"h200\s*nvl", "H200 NVL", {"bfloat16": 835.5, "float16": 835.5, "tf32": 417.5, "float32": 60.0}),
-    # NVIDIA H200 datasheet (SXM column): BF16/FP16 tensor core 1,979*, TF32 989*, FP32 67 (* with sparsity).
-    (r"h200", "H200 SXM", {"bfloat16": 989.5, "float16": 989.5, "tf32": 494.5, "float32": 67.0}),
-    # NVIDIA H100 datasheet (PCIe column): BF16/FP16 1,513*, TF32 756*, FP32 51 (* with sparsity).
-    (r"h100\s*pcie", "H100 PCIe", {"bfloat16": 756.5, "float16": 756.5, "tf32": 378.0, "float32": 51.0}),
-    # NVIDIA H100 datasheet (NVL column): BF16/FP16 1,671*, TF32 835*, FP32 60 (* with sparsity).
-    (r"h100\s*nvl", "H100 NVL", {"bfloat16": 835.5, "float16": 835.5, "tf32": 417.5, "float32": 60.0}),
-    # NVIDIA H100 datasheet (SXM column; JAX calls it "NVIDIA H100 80GB HBM3"): BF16/FP16 1,979*, TF32 989*, FP32 67.
-    (r"h100", "H100 SXM", {"bfloat16": 989.5, "float16": 989.5, "tf32": 494.5, "float32": 67.0}),
-    # NVIDIA A100 datasheet (SXM and PCIe alike): BF16/FP16 312 (624*), TF32 156 (312*), FP32 19.5.
-    (r"a100", "A100", {"bfloat16": 312.0, "float16": 312.0, "tf32": 156.0, "float32": 19.5}),
-    # NVIDIA L4 datasheet: BF16/FP16 242*, TF32 120*, FP32 30.3 (* with sparsity).
-    (r"\bl4\b", "L4", {"bfloat16": 121.0, "float16": 121.0, "tf32": 60.0, "float32": 30.3}),
-    # NVIDIA T4 datasheet: mixed precision (FP16/FP32) 65, FP32 8.1; no bfloat16, no TF32 (Turing).
-    (r"\bt4\b", "T4", {"float16": 65.0, "float32": 8.1}),
-)
-"""(pattern on the device name, label, {precision: dense peak TFLOP/s}); the first match wins."""
-
 POLICY_PRECISION = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16", "float32": "tf32"}
-"""The matrix-product precision of each Keras dtype policy, as looked up in :data:`DATASHEET_PEAKS`."""
+"""The matrix-product precision of each Keras dtype policy, as looked up in the datasheet table. "tf32" is what a
+float32 policy gets from JAX on Ampere and later (its default matmul precision uses TF32 tensor cores); a GPU
+without TF32 (T4) gets its plain float32 figure instead."""
 
 # The chapters' `full` configurations (their parameters cells; tests/unit/test_gpu_check.py compares them).
 FULL = {
@@ -113,15 +89,18 @@ def precision_of(policy: str) -> str:
 
 def datasheet_peak(device_name: str, policy: str) -> tuple[float | None, str | None]:
     """The dense peak in TFLOP/s of ``device_name`` at ``policy``'s precision, and a label saying which figure;
-    (None, None) for a device not in :data:`DATASHEET_PEAKS` (a CPU, say)."""
+    (None, None) for a device the datasheet table (``data/accelerators.csv``) does not match (a CPU, say).
+    The first row whose ``device_pattern`` matches the name wins."""
+    from bigmodel_utils.calculators import accelerators
+
     precision = precision_of(policy)
-    for pattern, label, peaks in DATASHEET_PEAKS:
-        if re.search(pattern, device_name, flags=re.IGNORECASE):
-            if precision == "tf32" and "tf32" not in peaks:
+    for sheet in accelerators.datasheets().values():
+        if sheet.device_pattern and re.search(sheet.device_pattern, device_name, flags=re.IGNORECASE):
+            if precision == "tf32" and "tf32" not in sheet.peak_tflops:
                 precision = "float32"
-            if precision not in peaks:
+            if precision not in sheet.peak_tflops:
                 return None, None
-            return peaks[precision], f"{label} {precision} dense (datasheet)"
+            return sheet.peak_tflops[precision], f"{sheet.key} {precision} dense (datasheet)"
     return None, None
 
 
@@ -219,6 +198,7 @@ def train_cnn(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
     """Chapter 4's improved CNN on Fashion-MNIST: bounded training, then test accuracy."""
     import numpy as np
 
+    from bigmodel_utils import optimizers
     from bigmodel_utils.book import runtime
     from bigmodel_utils.calculators import footprint
     from bigmodel_utils.cnn import models, training
@@ -236,7 +216,7 @@ def train_cnn(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
     steps_per_epoch = len(y_train) // batch  # whole batches only: one compiled shape
     max_steps = config["EPOCHS"] * steps_per_epoch
     learning_rate = training.scaled_learning_rate(config["BASE_LEARNING_RATE"], batch, base_batch_size=32)
-    schedule = training.warmup_cosine(learning_rate, max_steps, warmup_steps=steps_per_epoch // 2)
+    schedule = optimizers.warmup_cosine(learning_rate, max_steps, warmup_steps=steps_per_epoch // 2)
     with training.precision_policy(policy):
         model = models.build_improved_cnn((28, 28, 1), num_classes=10, width=config["WIDTH"])
     training.compile_classifier(model, schedule, jit_compile="auto")
@@ -404,10 +384,12 @@ def main(argv=None) -> int:
               "run it on a GPU machine, or pass --dry-run for the CPU check", file=sys.stderr)
         return EXIT_NO_GPU
     # installed from a wheel, the package has no data/ beside it: read the repository's
+    from bigmodel_utils.calculators import accelerators
     from bigmodel_utils.cnn import training
     from bigmodel_utils.data import files
 
-    if not (files.data_dir() / "tinyshakespeare.txt").is_file() and (ROOT / "data" / "tinyshakespeare.txt").is_file():
+    needed = ("tinyshakespeare.txt", accelerators.ACCELERATORS_FILE)
+    if not all((files.data_dir() / name).is_file() for name in needed) and (ROOT / "data").is_dir():
         os.environ["BOOK_DATA_DIR"] = str(ROOT / "data")
     seeded = _seed_fashion_mnist(args.fashion_mnist_dir)
     if seeded:

@@ -31,7 +31,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bigmodel_utils.data import image_data as data_module
 from bigmodel_utils.validation import check_int
 
 
@@ -57,23 +56,18 @@ def version() -> str:
 # ---------------------------------------------------------------------------
 
 
-def accelerators() -> list[str]:
-    """The GPUs and TPUs TensorFlow sees, as ``["GPU:0", ...]``."""
-    found: list[str] = []
-    for kind in ("GPU", "TPU"):
-        found += [f"{kind}:{i}" for i, _ in enumerate(tf.config.list_physical_devices(kind))]
+def accelerators() -> list[tuple[str, int, str, Any]]:
+    """``(kind, index, name, compute_capability)`` of each GPU and TPU TensorFlow sees, GPUs first.
+
+    The capability is as TensorFlow reports it (a pair for NVIDIA GPUs, else None);
+    :func:`bigmodel_utils.backend.devices.accelerators` turns these into its ``Accelerator``.
+    """
+    found = []
+    for index, gpu in enumerate(tf.config.list_physical_devices("GPU")):
+        details = tf.config.experimental.get_device_details(gpu)
+        found.append(("GPU", index, details.get("device_name", gpu.name), details.get("compute_capability")))
+    found += [("TPU", index, "TPU", None) for index, _ in enumerate(tf.config.list_physical_devices("TPU"))]
     return found
-
-
-def first_accelerator() -> tuple[str, str, Any] | None:
-    """``(kind, name, compute_capability)`` of the first GPU or TPU TensorFlow sees, or None on a CPU."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return "GPU", details.get("device_name", gpus[0].name), details.get("compute_capability")
-    if tf.config.list_physical_devices("TPU"):
-        return "TPU", "TPU", None
-    return None
 
 
 def split_cpu(num_devices: int = 2) -> list[str]:
@@ -128,15 +122,11 @@ def make_tf_dataset(
     shifts every time. The layers are applied one by one: Keras's preprocessing
     layers run on TensorFlow inside ``tf.data`` whatever the Keras backend, but a
     ``Sequential`` around them would use the backend's own ops (JAX) on graph tensors.
-    Returns a dataset of (float32 images (B, S, S, C), int labels (B,)). Used in
+    Returns a dataset of (float32 images (B, S, S, C), int labels (B,)). The arguments
+    are those :func:`bigmodel_utils.cnn.training.make_pipeline` checked. Used in
     chapters 4, 5 and 8; under JAX and PyTorch without TensorFlow,
     :class:`bigmodel_utils.cnn.training.NumpyBatches` does the same in NumPy.
     """
-    image_size = data_module.check_image_size(image_size)
-    channels = data_module.check_channels(channels)
-    batch_size = data_module.check_batch_size(batch_size)
-    if len(images) != len(labels):
-        raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
 
     def preprocess(x, y):
         x = tf.cast(x, tf.float32) / 255.0

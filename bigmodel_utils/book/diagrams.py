@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
+from bigmodel_utils.validation import check_number, positive
+
 
 def box(ax, x: float, y: float, width: float, height: float, text: str, color: str = "#dbe9f6",
         fontsize: float = 9, **text_kwargs):
     """Draw a rounded box with centred ``text``; ``(x, y)`` is its lower-left corner, in axis units."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"width and height must be positive, got {width} and {height}")
+    positive("width", width)
+    positive("height", height)
     ax.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02,rounding_size=0.08",
                                 facecolor=color, edgecolor="0.3", linewidth=1.0))
     ax.text(x + width / 2, y + height / 2, text, ha="center", va="center", fontsize=fontsize, **text_kwargs)
@@ -77,8 +79,7 @@ def draw_cnn_comparison(classic_params: int, improved_params: int, dense_share: 
     224x224x3, ``improved_params`` the improved one at ``width``; the chapter
     computes them. Returns the figure. Used in chapter 4.
     """
-    if not 0 < dense_share < 1:
-        raise ValueError(f"dense_share must be a fraction between 0 and 1, got {dense_share!r}")
+    check_number("dense_share", dense_share, 0, 1, include_minimum=False, include_maximum=False)
     fig, ax = canvas(10, 7.4, "The classic CNN and the improved one, layer by layer", figsize=(9.5, 7.2))
     ax.text(2.5, 7.05, f"classic: {classic_params:,} parameters", ha="center", fontsize=10, weight="bold")
     ax.text(7.5, 7.05, f"improved (width {width}): {improved_params:,} parameters", ha="center",

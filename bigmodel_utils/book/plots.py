@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import matplotlib
 
+from bigmodel_utils.validation import check_choice
+
 PALETTE = "colorblind"
 """Seaborn palette used throughout: distinguishable with the common colour-vision deficiencies."""
 
@@ -61,11 +63,8 @@ def set_theme(context: str = "notebook", language: str | None = None) -> None:
 
     import seaborn as sns
 
-    if context not in ("paper", "notebook", "talk"):
-        raise ValueError(f"context must be paper, notebook or talk, got {context!r}")
-    language = language or os.environ.get("BOOK_LANGUAGE", "en")
-    if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    check_choice("context", context, ("paper", "notebook", "talk"))
+    language = check_choice("language", language or os.environ.get("BOOK_LANGUAGE", "en"), LANGUAGES)
     sns.set_theme(context=context, style="whitegrid", palette=PALETTE)
     cjk = cjk_font()
     if cjk is not None:

@@ -1,9 +1,9 @@
 """Run profiles, seeding, device detection and the environment report.
 
-This is the lowest module of the package: it imports nothing else from
-``bigmodel_utils`` (except :mod:`~bigmodel_utils.backend.tensorflow_only` inside the
-branches taken under TensorFlow) and does not import Keras until a function
-needs it, so a chapter can set the profile before the framework starts. It
+It imports only the layers below the book's (device detection from
+:mod:`~bigmodel_utils.backend.devices`, :mod:`~bigmodel_utils.backend.tensorflow_only` inside the
+branch taken under TensorFlow, the atomic JSON write of :mod:`~bigmodel_utils.data.files`) and does
+not import Keras until a function needs it, so a chapter can set the profile before the framework starts. It
 never chooses the Keras backend: that stays the reader's (``KERAS_BACKEND``,
 else Keras's default), and :func:`environment_report` says which one runs.
 
@@ -12,7 +12,6 @@ Used in every chapter.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -21,6 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bigmodel_utils.backend import devices
+from bigmodel_utils.data.files import write_json_atomically
+from bigmodel_utils.validation import check_int
 
 # Keep TensorFlow's start-up chatter (CUDA stubs, CPU-instruction notices,
 # oneDNN banners) out of the rendered pages. These only take effect if they
@@ -48,33 +51,13 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
-def _accelerators_from_backend() -> list[str]:
-    """List visible accelerators as strings such as ``"GPU:0"``, asking the Keras backend."""
-    import keras
-
-    backend = keras.backend.backend()
-    found: list[str] = []
-    try:
-        if backend == "tensorflow":
-            from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
-
-            found = tensorflow_only.accelerators()
-        elif backend == "jax":
-            import jax
-
-            found = [f"{d.platform.upper()}:{d.id}" for d in jax.devices() if d.platform in ("gpu", "tpu")]
-        elif backend == "torch":
-            import torch
-
-            found = [f"GPU:{i}" for i in range(torch.cuda.device_count())]
-    except Exception:  # a broken CUDA install must not stop the book: report no accelerator
-        found = []
-    return found
-
-
 def list_accelerators() -> list[str]:
-    """Return the visible GPUs and TPUs, for example ``["GPU:0"]``; empty on a CPU-only machine."""
-    found = _accelerators_from_backend()
+    """Return the visible GPUs and TPUs, for example ``["GPU:0"]``; empty on a CPU-only machine.
+
+    The Keras backend's devices (:func:`bigmodel_utils.backend.devices.accelerators`), or Colab's TPU
+    when the backend sees none but ``COLAB_TPU_ADDR`` names one.
+    """
+    found = [str(accelerator) for accelerator in devices.accelerators()]
     if not found and os.environ.get("COLAB_TPU_ADDR"):
         found = ["TPU:0"]
     return found
@@ -117,8 +100,7 @@ def set_seed(seed: int) -> int:
     Keras's ``set_random_seed`` covers Python's ``random``, NumPy and the
     backend (TensorFlow, JAX or PyTorch), so one call makes a chapter repeatable.
     """
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int("seed", seed, minimum=0)
     random.seed(seed)
     import numpy as np
 
@@ -184,16 +166,20 @@ def environment_report(profile: str, data_source: str | None = None) -> Environm
     return EnvironmentReport(items)
 
 
-def _to_jsonable(value: Any) -> Any:
-    """Convert NumPy scalars and arrays, paths and tuples into plain JSON values."""
+def to_jsonable(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays turned into Python numbers and lists, paths into strings,
+    tuples into lists, dict keys into strings and NaN or infinite floats into None (JSON has no NaN).
+
+    What :func:`write_results` writes; ``benchmarks/throughput.py`` uses it for its report.
+    """
     if isinstance(value, dict):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):  # NumPy scalars and arrays
-        return _to_jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -203,16 +189,16 @@ def write_results(path: str | os.PathLike | None, results: dict[str, Any]) -> di
     """Write a chapter's key results as JSON to ``path`` (the chapter's ``RESULTS_PATH``).
 
     Does nothing and returns None when ``path`` is None, so the last cell of a
-    chapter can always call it. Returns the JSON-ready dict that was written.
+    chapter can always call it. The file is written atomically
+    (:func:`bigmodel_utils.data.files.write_json_atomically`). Returns the JSON-ready
+    dict that was written (:func:`to_jsonable`).
     """
     if path is None:
         return None
     if not isinstance(results, dict):
         raise TypeError(f"results must be a dict, got {type(results).__name__}")
-    clean = _to_jsonable(results)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(clean, indent=2, sort_keys=True))
+    clean = to_jsonable(results)
+    write_json_atomically(path, clean)
     return clean
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from bigmodel_utils.validation import check_int, fraction
-from bigmodel_utils.validation import positive as _positive
+from bigmodel_utils.calculators.accelerators import datasheet
+from bigmodel_utils.validation import check_choice, check_int, check_number, fraction, positive
 
 SECONDS_PER_HOUR = 3600.0
 HOURS_PER_DAY = 24.0
@@ -41,14 +41,19 @@ class Accelerator:
     source: str
 
 
-ACCELERATORS = {
-    "T4": Accelerator("NVIDIA T4", 65e12, "float16 tensor cores", 70.0, "NVIDIA T4 datasheet"),
-    "V100": Accelerator("NVIDIA V100 SXM2", 125e12, "float16 tensor cores", 300.0, "NVIDIA V100 datasheet"),
-    "A100": Accelerator("NVIDIA A100 SXM4", 312e12, "bfloat16 dense", 400.0, "NVIDIA A100 datasheet"),
-    # The H100 datasheet quotes 1,979 TFLOPS for bfloat16 *with* 2:4 sparsity; dense is half of that.
-    "H100": Accelerator("NVIDIA H100 SXM5", 989e12, "bfloat16 dense", 700.0, "NVIDIA H100 datasheet"),
-}
-"""Accelerators the book uses in examples, keyed by short name."""
+def _training_figures(key: str) -> Accelerator:
+    """The accelerator's bfloat16 peak (its float16 peak where it has no bfloat16) and power, from
+    ``data/accelerators.csv`` (:mod:`bigmodel_utils.calculators.accelerators`)."""
+    sheet = datasheet(key)
+    precision = "bfloat16" if "bfloat16" in sheet.peak_tflops else "float16"
+    return Accelerator(sheet.name, sheet.peak_tflops[precision] * 1e12, f"{precision} dense", sheet.power_watts,
+                       sheet.source)
+
+
+ACCELERATORS = {key: _training_figures(key) for key in ("T4", "V100", "A100", "H100")}
+"""Accelerators the book uses in examples, keyed by short name. NVIDIA's datasheets quote tensor-core peaks
+"with sparsity" (2:4 structured sparsity) from Ampere on; a dense matrix product gets half of that, which is
+what the table holds (the H100's 1,979 bfloat16 TFLOP/s are 989.5 dense)."""
 
 
 @dataclass(frozen=True)
@@ -79,18 +84,11 @@ PUBLISHED_RUNS = {
 """Two published runs for checking the calculator (both FLOP figures match notable_models_checked.csv)."""
 
 
-def _fraction(name: str, value) -> float:
-    return fraction(name, value, "0.4 means 40% of peak")
-
-
 def accelerator(name_or_spec: str | Accelerator) -> Accelerator:
     """Return the :class:`Accelerator` for a short name such as ``"H100"`` (or pass one through)."""
     if isinstance(name_or_spec, Accelerator):
         return name_or_spec
-    if name_or_spec not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {', '.join(ACCELERATORS)} or an Accelerator, "
-                         f"got {name_or_spec!r}")
-    return ACCELERATORS[name_or_spec]
+    return ACCELERATORS[check_choice("accelerator", name_or_spec, ACCELERATORS)]
 
 
 def gpu_hours(training_flop, peak_flops, utilization) -> float:
@@ -99,8 +97,9 @@ def gpu_hours(training_flop, peak_flops, utilization) -> float:
     >>> round(gpu_hours(3.6e18, 1e15, 1.0), 6)   # one PFLOP/s for an hour
     1.0
     """
-    flop = _positive("training_flop", training_flop)
-    return flop / (_positive("peak_flops", peak_flops) * _fraction("utilization", utilization)) / SECONDS_PER_HOUR
+    flop = positive("training_flop", training_flop)
+    utilization = fraction("utilization", utilization, "0.4 means 40% of peak")
+    return flop / (positive("peak_flops", peak_flops) * utilization) / SECONDS_PER_HOUR
 
 
 def implied_utilization(training_flop, gpu_hours_used, peak_flops) -> float:
@@ -110,19 +109,19 @@ def implied_utilization(training_flop, gpu_hours_used, peak_flops) -> float:
     restarts, evaluation and idle time, so this is a lower bound on the MFU
     of the steady training loop.
     """
-    capacity = _positive("gpu_hours_used", gpu_hours_used) * SECONDS_PER_HOUR * _positive("peak_flops", peak_flops)
-    return _positive("training_flop", training_flop) / capacity
+    capacity = positive("gpu_hours_used", gpu_hours_used) * SECONDS_PER_HOUR * positive("peak_flops", peak_flops)
+    return positive("training_flop", training_flop) / capacity
 
 
 def training_days(gpu_hours_needed, num_gpus) -> float:
     """Wall-clock days for ``gpu_hours_needed`` spread evenly over ``num_gpus`` accelerators."""
     num_gpus = check_int("num_gpus", num_gpus, minimum=1)
-    return _positive("gpu_hours_needed", gpu_hours_needed) / int(num_gpus) / HOURS_PER_DAY
+    return positive("gpu_hours_needed", gpu_hours_needed) / num_gpus / HOURS_PER_DAY
 
 
 def training_cost(gpu_hours_needed, price_per_gpu_hour) -> float:
     """Money for ``gpu_hours_needed`` at ``price_per_gpu_hour`` (in the price's currency, e.g. US dollars)."""
-    return _positive("gpu_hours_needed", gpu_hours_needed) * _positive("price_per_gpu_hour", price_per_gpu_hour)
+    return positive("gpu_hours_needed", gpu_hours_needed) * positive("price_per_gpu_hour", price_per_gpu_hour)
 
 
 def energy_mwh(gpu_hours_needed, power_watts, pue=1.0) -> float:
@@ -131,10 +130,8 @@ def energy_mwh(gpu_hours_needed, power_watts, pue=1.0) -> float:
     Board power alone leaves out the host CPUs, memory and network, so even
     with a PUE this is an estimate from below.
     """
-    pue = _positive("pue", pue)
-    if pue < 1:
-        raise ValueError(f"pue must be at least 1 (1.0 means no overhead), got {pue!r}")
-    return _positive("gpu_hours_needed", gpu_hours_needed) * _positive("power_watts", power_watts) * pue / 1e6
+    pue = check_number("pue", pue, minimum=1)
+    return positive("gpu_hours_needed", gpu_hours_needed) * positive("power_watts", power_watts) * pue / 1e6
 
 
 @dataclass(frozen=True)
@@ -173,9 +170,11 @@ def estimate_training_run(
     """
     spec = accelerator(accelerator_name)
     hours = gpu_hours(training_flop, spec.peak_flops, utilization)
+    days = training_days(hours, num_gpus)
+    cost = training_cost(hours, price_per_gpu_hour)
+    energy = energy_mwh(hours, spec.power_watts, pue)  # the arguments are checked: now they can be converted
     return TrainingEstimate(
         training_flop=float(training_flop), accelerator=spec.name, utilization=float(utilization),
-        num_gpus=int(num_gpus), gpu_hours=hours, days=training_days(hours, num_gpus),
-        price_per_gpu_hour=float(price_per_gpu_hour), cost=training_cost(hours, price_per_gpu_hour),
-        pue=float(pue), energy_mwh=energy_mwh(hours, spec.power_watts, pue),
+        num_gpus=int(num_gpus), gpu_hours=hours, days=days, price_per_gpu_hour=float(price_per_gpu_hour),
+        cost=cost, pue=float(pue), energy_mwh=energy,
     )

@@ -25,10 +25,9 @@ Everything else is plain arithmetic. Used in chapters 1, 2 and 8.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields
 
-from bigmodel_utils.validation import check_int
+from bigmodel_utils.validation import check_choice, positive, positive_int
 
 # ---------------------------------------------------------------------------
 # Number formats
@@ -62,26 +61,13 @@ def bytes_per_value(dtype: str) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _positive_int(name: str, value) -> int:
-    return check_int(name, value, minimum=1)
-
-
-def _positive_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
 def _pair(name: str, value) -> tuple[int, int]:
     """An int or a pair of ints (height, width), as Keras accepts for kernel sizes and strides."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an integer or a pair (height, width), got {value!r}")
-        return _positive_int(name, value[0]), _positive_int(name, value[1])
-    size = _positive_int(name, value)
+        return positive_int(name, value[0]), positive_int(name, value[1])
+    size = positive_int(name, value)
     return size, size
 
 
@@ -98,8 +84,8 @@ def _padding(padding: str) -> str:
 
 def dense_params(in_features: int, units: int, use_bias: bool = True) -> int:
     """Parameters of a Dense layer: a weight per (input, unit) pair plus one bias per unit."""
-    in_features = _positive_int("in_features", in_features)
-    units = _positive_int("units", units)
+    in_features = positive_int("in_features", in_features)
+    units = positive_int("units", units)
     return in_features * units + (units if use_bias else 0)
 
 
@@ -108,8 +94,8 @@ def conv2d_params(in_channels: int, filters: int, kernel_size, use_bias: bool = 
 
     The count does not depend on the image size: the same kernel slides over every position.
     """
-    in_channels = _positive_int("in_channels", in_channels)
-    filters = _positive_int("filters", filters)
+    in_channels = positive_int("in_channels", in_channels)
+    filters = positive_int("filters", filters)
     k_h, k_w = _pair("kernel_size", kernel_size)
     return k_h * k_w * in_channels * filters + (filters if use_bias else 0)
 
@@ -117,12 +103,7 @@ def conv2d_params(in_channels: int, filters: int, kernel_size, use_bias: bool = 
 def batch_norm_params(channels: int) -> int:
     """Parameters of BatchNormalization as Keras counts them: scale and shift (trained) plus the moving
     mean and variance (not trained), four per channel."""
-    return 4 * _positive_int("channels", channels)
-
-
-def pooling_params() -> int:
-    """Pooling layers (max or average, local or global) have no parameters: they only pick or average."""
-    return 0
+    return 4 * positive_int("channels", channels)
 
 
 # ---------------------------------------------------------------------------
@@ -136,9 +117,9 @@ def conv_output_size(size: int, kernel_size: int, strides: int = 1, padding: str
     ``valid``: ``floor((size - kernel_size) / strides) + 1``; ``same``: ``ceil(size / strides)``.
     Raises ValueError if a 'valid' window does not fit in the input.
     """
-    size = _positive_int("size", size)
-    kernel_size = _positive_int("kernel_size", kernel_size)
-    strides = _positive_int("strides", strides)
+    size = positive_int("size", size)
+    kernel_size = positive_int("kernel_size", kernel_size)
+    strides = positive_int("strides", strides)
     if _padding(padding) == "same":
         return -(-size // strides)
     if kernel_size > size:
@@ -162,7 +143,7 @@ def conv2d_output_shape(input_hw, kernel_size, strides=1, padding: str = "valid"
 
 def dense_flops(in_features: int, units: int) -> int:
     """Forward FLOPs of a Dense layer for one example: one multiply-add (2 FLOPs) per weight."""
-    return 2 * _positive_int("in_features", in_features) * _positive_int("units", units)
+    return 2 * positive_int("in_features", in_features) * positive_int("units", units)
 
 
 def conv2d_flops(output_hw, in_channels: int, filters: int, kernel_size) -> int:
@@ -170,10 +151,10 @@ def conv2d_flops(output_hw, in_channels: int, filters: int, kernel_size) -> int:
     multiply-adds, and there are ``out_h * out_w * filters`` output values."""
     if not isinstance(output_hw, (tuple, list)) or len(output_hw) != 2:
         raise ValueError(f"output_hw must be a pair (height, width), got {output_hw!r}")
-    out_h, out_w = _positive_int("output height", output_hw[0]), _positive_int("output width", output_hw[1])
+    out_h, out_w = positive_int("output height", output_hw[0]), positive_int("output width", output_hw[1])
     k_h, k_w = _pair("kernel_size", kernel_size)
-    in_channels = _positive_int("in_channels", in_channels)
-    filters = _positive_int("filters", filters)
+    in_channels = positive_int("in_channels", in_channels)
+    filters = positive_int("filters", filters)
     return 2 * out_h * out_w * k_h * k_w * in_channels * filters
 
 
@@ -185,13 +166,13 @@ def training_flops(num_params, num_tokens) -> float:
     training. The forward pass costs about 2N FLOP per token, the backward pass
     twice that. Attention over the context adds a term this rule leaves out.
     """
-    return 6.0 * _positive_number("num_params", num_params) * _positive_number("num_tokens", num_tokens)
+    return 6.0 * positive("num_params", num_params) * positive("num_tokens", num_tokens)
 
 
 def compute_optimal_tokens(num_params, tokens_per_param: float = 20.0) -> float:
     """Tokens for compute-optimal training of ``num_params`` parameters: about 20 per parameter
     (Hoffmann et al. 2022, "Chinchilla"). Returns a token count."""
-    return _positive_number("num_params", num_params) * _positive_number("tokens_per_param", tokens_per_param)
+    return positive("num_params", num_params) * positive("tokens_per_param", tokens_per_param)
 
 
 def cnn_costs(
@@ -213,10 +194,9 @@ def cnn_costs(
     "dense_flops"}``. Used in chapter 2 to see how cost grows with width,
     depth and input size.
     """
-    image_size = _positive_int("image_size", image_size)
-    in_channels = _positive_int("channels", channels)
-    if head not in ("flatten", "gap"):
-        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    image_size = positive_int("image_size", image_size)
+    in_channels = positive_int("channels", channels)
+    check_choice("head", head, ("flatten", "gap"))
     if not isinstance(filters, (tuple, list)) or not filters:
         raise ValueError(f"filters must be a non-empty sequence of filter counts, got {filters!r}")
     cost = dict.fromkeys(("conv_params", "dense_params", "conv_flops", "dense_flops"), 0)
@@ -229,8 +209,8 @@ def cnn_costs(
         cost["conv_flops"] += conv2d_flops((out, out), in_channels, block_filters, 3)
         size, in_channels = conv_output_size(out, 2, 2), block_filters
     features = in_channels * (size * size if head == "flatten" else 1)
-    widths = [features] + ([_positive_int("dense_units", dense_units)] if dense_units else []) + [
-        _positive_int("num_classes", num_classes)]
+    widths = [features] + ([positive_int("dense_units", dense_units)] if dense_units else []) + [
+        positive_int("num_classes", num_classes)]
     for fan_in, units in zip(widths[:-1], widths[1:]):
         cost["dense_params"] += dense_params(fan_in, units)
         cost["dense_flops"] += dense_flops(fan_in, units)
@@ -289,7 +269,7 @@ def training_memory(
     moments) needs 2 + 2 + 4 + 8 = 16 bytes per parameter (Rajbhandari et al.
     2020). Activations come on top and depend on batch size.
     """
-    n = _positive_number("num_params", num_params)
+    n = positive("num_params", num_params)
     gradients = weights if gradients is None else gradients
     return MemoryBreakdown(
         weights=n * bytes_per_value(weights),
@@ -311,22 +291,15 @@ TRAINING_RECIPES = {
 """Common ways to store a model while training, as keyword arguments of :func:`training_memory`."""
 
 
-def bytes_per_parameter(recipe: str) -> float:
-    """Training bytes per parameter for a named recipe of :data:`TRAINING_RECIPES` (16 for mixed bf16 + Adam)."""
-    if recipe not in TRAINING_RECIPES:
-        raise ValueError(f"recipe must be one of {', '.join(TRAINING_RECIPES)}; got {recipe!r}")
-    return training_memory(1, **TRAINING_RECIPES[recipe]).total
-
-
 def inference_memory(num_params, dtype: str = "bfloat16") -> float:
     """Bytes to hold the weights alone (serving a model), ``num_params * bytes_per_value(dtype)``."""
-    return _positive_number("num_params", num_params) * bytes_per_value(dtype)
+    return positive("num_params", num_params) * bytes_per_value(dtype)
 
 
 def activation_memory(values_per_example, batch_size: int, dtype: str = "float32") -> float:
     """Bytes to keep the layers' outputs of a batch for the backward pass: values x batch x bytes per value."""
-    values = _positive_number("values_per_example", values_per_example)
-    return values * _positive_int("batch_size", batch_size) * bytes_per_value(dtype)
+    values = positive("values_per_example", values_per_example)
+    return values * positive_int("batch_size", batch_size) * bytes_per_value(dtype)
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,8 @@ Two ways to pay for inference, with dated and sourced prices in
   fixed ``num_gpus * hours * price_per_hour`` a month
   (:func:`self_hosted_monthly_cost`) and can serve at most
   ``throughput_per_second * num_gpus * utilization * seconds`` a month;
-* **call an API** and pay ``volume * price_per_million / 1e6``
-  (:func:`api_monthly_cost`), nothing when idle.
+* **call an API** and pay ``volume * price_per_million / 1e6``, nothing when
+  idle.
 
 :func:`break_even_volume` is the monthly volume above which the fixed bill is
 the smaller one, and it returns the deployment's capacity too: when the
@@ -22,14 +22,10 @@ All money is in US dollars. Used in chapter 7.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from dataclasses import asdict, dataclass
 
-from bigmodel_utils.validation import fraction
-from bigmodel_utils.validation import non_negative as _non_negative
-from bigmodel_utils.validation import positive as _positive
-from bigmodel_utils.validation import positive_int as _positive_int
+from bigmodel_utils.validation import fraction, is_number, non_negative, positive, positive_int
 
 HOURS_PER_MONTH = 730.0
 """Hours in an average month (365 x 24 / 12), the unit cloud providers bill monthly estimates in."""
@@ -48,8 +44,8 @@ UNITS = {
 """The kinds of row in ``serving_prices.csv`` and the units each may use."""
 
 
-def _fraction(name: str, value) -> float:
-    return fraction(name, value, "0.5 means busy half the time")
+UTILIZATION_EXAMPLE = "0.5 means busy half the time"
+"""The hint in the error message for a ``utilization`` outside (0, 1]."""
 
 
 # --------------------------------------------------------------------------------------
@@ -67,7 +63,7 @@ def _check_prices(table, origin: str = PRICES_FILE) -> None:
             raise ValueError(f"{where}: kind must be one of {', '.join(UNITS)}, got {row.kind!r}")
         if row.unit not in UNITS[row.kind]:
             raise ValueError(f"{where}: unit of a {row.kind} row must be one of {UNITS[row.kind]}, got {row.unit!r}")
-        if not (isinstance(row.price_usd, numbers.Real) and math.isfinite(row.price_usd) and row.price_usd > 0):
+        if not (is_number(row.price_usd) and row.price_usd > 0):
             raise ValueError(f"{where}: price_usd must be a positive number, got {row.price_usd!r}")
         if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(row.as_of)):
             raise ValueError(f"{where}: as_of must be the month the price applied, YYYY-MM, got {row.as_of!r}")
@@ -122,19 +118,6 @@ def api_prices():
     ]
 
 
-def blended_usd_per_million(input_usd_per_million, output_usd_per_million, output_fraction) -> float:
-    """One price per million tokens for traffic where ``output_fraction`` of the tokens are generated.
-
-    ``(1 - f) * input + f * output``: chat traffic with 3 prompt tokens per
-    generated token has ``output_fraction`` 0.25. Used in chapter 7.
-    """
-    fraction = _non_negative("output_fraction", output_fraction)
-    if fraction > 1:
-        raise ValueError(f"output_fraction must be between 0 and 1, got {output_fraction!r}")
-    input_price = _non_negative("input_usd_per_million", input_usd_per_million)
-    return (1 - fraction) * input_price + fraction * _non_negative("output_usd_per_million", output_usd_per_million)
-
-
 # --------------------------------------------------------------------------------------
 # The cost model
 # --------------------------------------------------------------------------------------
@@ -152,9 +135,9 @@ def cost_per_million(throughput_per_second, price_per_hour, utilization=1.0) -> 
 
     Used in chapter 7.
     """
-    served_per_hour = _positive("throughput_per_second", throughput_per_second) * SECONDS_PER_HOUR
-    served_per_hour *= _fraction("utilization", utilization)
-    return _positive("price_per_hour", price_per_hour) / served_per_hour * PER_MILLION
+    served_per_hour = positive("throughput_per_second", throughput_per_second) * SECONDS_PER_HOUR
+    served_per_hour *= fraction("utilization", utilization, UTILIZATION_EXAMPLE)
+    return positive("price_per_hour", price_per_hour) / served_per_hour * PER_MILLION
 
 
 def self_hosted_monthly_cost(price_per_hour, num_gpus=1, hours_per_month=HOURS_PER_MONTH, volume=0.0,
@@ -166,15 +149,10 @@ def self_hosted_monthly_cost(price_per_hour, num_gpus=1, hours_per_month=HOURS_P
     idle. ``marginal_usd_per_million`` is what each million served adds on top
     (egress, logging; 0 by default). Used in chapter 7.
     """
-    fixed = _positive_int("num_gpus", num_gpus) * _positive("hours_per_month", hours_per_month)
-    fixed *= _positive("price_per_hour", price_per_hour)
-    return fixed + _non_negative("volume", volume) * _non_negative("marginal_usd_per_million",
+    fixed = positive_int("num_gpus", num_gpus) * positive("hours_per_month", hours_per_month)
+    fixed *= positive("price_per_hour", price_per_hour)
+    return fixed + non_negative("volume", volume) * non_negative("marginal_usd_per_million",
                                                                    marginal_usd_per_million) / PER_MILLION
-
-
-def api_monthly_cost(volume, price_per_million) -> float:
-    """US dollars for ``volume`` tokens (or images) a month at ``price_per_million``. Used in chapter 7."""
-    return _non_negative("volume", volume) * _positive("price_per_million", price_per_million) / PER_MILLION
 
 
 def monthly_capacity(throughput_per_second, num_gpus=1, utilization=1.0, hours_per_month=HOURS_PER_MONTH) -> float:
@@ -183,9 +161,10 @@ def monthly_capacity(throughput_per_second, num_gpus=1, utilization=1.0, hours_p
     ``throughput_per_second * num_gpus * utilization * hours_per_month * 3600``;
     ``utilization`` below 1 leaves room for traffic peaks. Used in chapter 7.
     """
-    per_gpu = _positive("throughput_per_second", throughput_per_second) * _fraction("utilization", utilization)
-    seconds = _positive("hours_per_month", hours_per_month) * SECONDS_PER_HOUR
-    return per_gpu * _positive_int("num_gpus", num_gpus) * seconds
+    per_gpu = positive("throughput_per_second", throughput_per_second)
+    per_gpu *= fraction("utilization", utilization, UTILIZATION_EXAMPLE)
+    seconds = positive("hours_per_month", hours_per_month) * SECONDS_PER_HOUR
+    return per_gpu * positive_int("num_gpus", num_gpus) * seconds
 
 
 @dataclass(frozen=True)
@@ -221,8 +200,8 @@ def break_even_volume(price_per_hour_fixed, num_gpus, api_price_per_million, sel
     Returns a :class:`BreakEven`. Used in chapter 7.
     """
     fixed = self_hosted_monthly_cost(price_per_hour_fixed, num_gpus, hours_per_month)
-    margin = _positive("api_price_per_million", api_price_per_million)
-    margin -= _non_negative("self_hosted_marginal", self_hosted_marginal)
+    margin = positive("api_price_per_million", api_price_per_million)
+    margin -= non_negative("self_hosted_marginal", self_hosted_marginal)
     volume = fixed * PER_MILLION / margin if margin > 0 else math.inf
     capacity = None
     if throughput_per_second is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bigmodel_utils.validation import check_int
+from bigmodel_utils.validation import check_int, check_number
 
 
 def _clean_xy(x, y, name_y: str) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +79,7 @@ def bootstrap_doubling_time(years, values, num_samples: int = 1000, seed: int = 
     """
     x, y = _clean_xy(years, values, "values")
     num_samples = check_int("num_samples", num_samples, minimum=10)
-    if not 0.5 <= level < 1.0:
-        raise ValueError(f"level must be in [0.5, 1), got {level!r}")
+    check_number("level", level, 0.5, 1, include_maximum=False)
     rng = np.random.default_rng(seed)
     months = []
     for _ in range(num_samples):

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from bigmodel_utils.book import runtime
+from bigmodel_utils.data.files import write_json_atomically
+from bigmodel_utils.validation import check_int, check_number
 
 MODELS = ("improved", "classic")
 MIXED_PRECISION = {"auto": "auto", "off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -32,27 +34,32 @@ RESUME_KEYS = ("dataset", "model", "batch_size", "learning_rate", "image_size", 
 
 
 def _bounded_int(name: str, low: int, high: int):
+    """An argparse type: the text as an integer from ``low`` to ``high`` (``validation.check_int``'s message)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, got {value}")
-        return value
+            value = text  # not an integer: check_int says so, naming the text
+        try:
+            return check_int(name, value, minimum=low, maximum=high)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     parse.__name__ = name  # argparse names the type in its messages
     return parse
 
 
 def _learning_rate(text: str) -> float:
+    """An argparse type: the text as a number above 0 and below 10 (``validation.check_number``'s message)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"learning rate must be a number, got {text!r}") from None
-    if not 0.0 < value < 10.0:
-        raise argparse.ArgumentTypeError(f"learning rate must be between 0 and 10 (exclusive), got {value:g}")
-    return value
+        value = text
+    try:
+        return check_number("learning rate", value, 0, 10, include_minimum=False, include_maximum=False)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +146,8 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
             print(_final_line(metrics))
             return 0
 
-    from bigmodel_utils.cnn import models, training  # Keras loads here, after the flags were checked
+    from bigmodel_utils import optimizers  # Keras loads here, after the flags were checked
+    from bigmodel_utils.cnn import models, training
 
     runtime.set_seed(args.seed)
     dataset = _load(args)
@@ -149,8 +157,7 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
         parser.error(f"argument --image-size: the classic model needs at least "
                      f"{models.classic_min_image_size()} pixels, got {size}")
     policy = training.set_precision_policy(MIXED_PRECISION[args.mixed_precision])
-    output.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    write_json_atomically(config_path, config)
 
     n_val = max(1, int(len(dataset.y_train) * VALIDATION_FRACTION))
     x_train, y_train = dataset.x_train[:-n_val], dataset.y_train[:-n_val]
@@ -168,7 +175,7 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
     else:
         model = models.build_improved_cnn(input_shape, dataset.num_classes, width=args.width)
     steps = len(train_ds) * args.epochs
-    schedule = training.warmup_cosine(config["learning_rate"], steps, warmup_steps=min(len(train_ds), steps - 1))
+    schedule = optimizers.warmup_cosine(config["learning_rate"], steps, warmup_steps=min(len(train_ds), steps - 1))
     training.compile_classifier(model, schedule)
     print(f"Training {model.name} ({model.count_params():,} parameters) on {len(y_train):,} {dataset.name} images "
           f"of {size}x{size}x{channels}; precision {policy}, batch {args.batch_size}, "
@@ -190,7 +197,7 @@ def run_train(args, parser: argparse.ArgumentParser) -> int:
     }
     if run.history.get("val_accuracy"):
         metrics["best_val_accuracy"] = max(run.history["val_accuracy"])
-    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomically(metrics_path, metrics)
     print(_final_line(metrics), flush=True)
     return 0
 

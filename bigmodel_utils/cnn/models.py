@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from bigmodel_utils.validation import check_int
+from bigmodel_utils.validation import check_choice, check_int, check_number, is_int
 
 CLASSIC_FILTERS = (32, 64, 128)
 
@@ -23,21 +23,15 @@ def classic_min_image_size(num_blocks: int = len(CLASSIC_FILTERS)) -> int:
 
 
 def _check_input_shape(input_shape, min_size: int) -> tuple[int, int, int]:
-    if len(tuple(input_shape)) != 3 or any(
-        isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape
-    ):
+    """``input_shape`` as (height, width, channels) of positive integers, at least ``min_size`` pixels square."""
+    if len(tuple(input_shape)) != 3 or not all(is_int(d) and d >= 1 for d in input_shape):
         raise ValueError(f"input_shape must be three positive integers (height, width, channels), got {input_shape!r}")
-    height, width, channels = input_shape
+    height, width, channels = (int(d) for d in input_shape)
     if min(height, width) < min_size:
         raise ValueError(
             f"image size {height}x{width} is too small for this model: it needs at least {min_size}x{min_size}"
         )
-    return tuple(input_shape)
-
-
-def _check_classes(num_classes: int) -> int:
-    num_classes = check_int("num_classes", num_classes, minimum=2)
-    return num_classes
+    return height, width, channels
 
 
 def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: str = "classic_cnn", *,
@@ -52,12 +46,11 @@ def build_classic_cnn(input_shape=(224, 224, 3), num_classes: int = 10, name: st
     counts the same family by formula. Used in chapters 2 and 4.
     """
     filters = tuple(filters)
-    if not filters or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in filters):
+    if not filters or not all(is_int(f) and f >= 1 for f in filters):
         raise ValueError(f"filters must be a non-empty sequence of positive integers, got {filters!r}")
-    if head not in ("flatten", "gap"):
-        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    check_choice("head", head, ("flatten", "gap"))
     input_shape = _check_input_shape(input_shape, classic_min_image_size(len(filters)))
-    num_classes = _check_classes(num_classes)
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=input_shape))
     for count in filters:
@@ -87,11 +80,10 @@ def build_improved_cnn(
     4, 5 and 6.
     """
     input_shape = _check_input_shape(input_shape, 8)
-    num_classes = _check_classes(num_classes)
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     width = check_int("width", width, minimum=1)
     dense_units = check_int("dense_units", dense_units, minimum=0)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    dropout = check_number("dropout", dropout, 0, 1, include_maximum=False)
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for stage in range(3):

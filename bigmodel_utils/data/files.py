@@ -1,4 +1,5 @@
-"""Files the book ships in the repository's ``data/`` folder, verified by SHA-256.
+"""Files the book ships in the repository's ``data/`` folder, verified by SHA-256, and the atomic JSON write
+that every results and history file goes through.
 
 In Colab the package is installed from git without ``data/``: :func:`book_file` then fetches a file from
 the book's repository and checks it before use. Used by every module that reads bundled data.
@@ -7,8 +8,10 @@ the book's repository and checks it before use. Used by every module that reads 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 REPOSITORY_URL = "https://github.com/large-models-in-practice/large-models-in-practice"
 """The book's repository; must equal ``repository.url`` in _config.yml (tests/repository/test_hygiene.py checks)."""
@@ -51,6 +54,20 @@ def book_file(filename: str, sha256: str) -> Path:
         target.write_bytes(payload)
         print(f"Downloaded {filename} from the book's repository (SHA-256 verified) to {target}")
     return target
+
+
+def write_json_atomically(path: str | os.PathLike, content: Any) -> None:
+    """Write ``content`` as JSON (2-space indents, sorted keys) to ``path``, creating its folder.
+
+    The text goes to ``<path>.tmp`` first and is then renamed over ``path`` (``os.replace``, atomic on one
+    file system), so a process killed mid-write leaves the old file or the new one, never half of one. Used
+    for resumable training's history (chapter 4), every chapter's results file and the serving demo's records.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(temporary, path)
 
 
 def keras_cache_dir() -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bigmodel_utils.data.files import DataUnavailableError, data_dir, keras_cache_dir
-from bigmodel_utils.validation import check_choice, check_int
+from bigmodel_utils.validation import check_choice, check_int, check_number
 
 DATASETS = ("fashion_mnist", "digits", "cifar10")
 """Names accepted by :func:`load_dataset`."""
@@ -67,6 +67,7 @@ SUBSET_SHA256 = {
 }
 
 MAX_IMAGE_SIZE = 1024
+"""The largest square image size, in pixels, that :func:`prepare_images` and the input pipelines accept."""
 
 
 @dataclass
@@ -186,14 +187,6 @@ def _bundled_subset() -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _check_count(name: str, value: int | None, available: int) -> int:
-    if value is None:
-        return available
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= available:
-        raise ValueError(f"{name} must be an integer from 1 to {available} for this dataset, got {value!r}")
-    return int(value)
-
-
 def load_fashion_mnist(
     subset: bool = True,
     num_train: int | None = None,
@@ -225,8 +218,9 @@ def load_fashion_mnist(
             source = f"bundled Fashion-MNIST subset ({data_dir() / SUBSET_FILE})"
             fallback = f"FALLBACK: the full set was requested but {error}; using the bundled subset instead."
             print(fallback)
-    n_train = _check_count("num_train", num_train, len(arrays["y_train"]))
-    n_test = _check_count("num_test", num_test, len(arrays["y_test"]))
+    available_train, available_test = len(arrays["y_train"]), len(arrays["y_test"])
+    n_train = available_train if num_train is None else check_int("num_train", num_train, 1, available_train)
+    n_test = available_test if num_test is None else check_int("num_test", num_test, 1, available_test)
     return ImageDataset(
         name="fashion_mnist",
         x_train=arrays["x_train"][:n_train], y_train=arrays["y_train"][:n_train].astype(np.int64),
@@ -241,8 +235,7 @@ def load_digits_dataset(test_fraction: float = 0.2, seed: int = 0) -> ImageDatas
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
+    check_number("test_fraction", test_fraction, 0, 1, include_minimum=False, include_maximum=False)
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -273,10 +266,8 @@ def load_dataset(name: str, profile: str = "quick", **options) -> ImageDataset:
     pass on to the loader (for example ``num_train``), and an option the
     loader does not take is refused with the list of those it does.
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    if profile not in ("smoke", "quick", "full"):
-        raise ValueError(f"profile must be one of smoke, quick, full; got {profile!r}")
+    check_choice("dataset", name, DATASETS)
+    check_choice("profile", profile, ("smoke", "quick", "full"))
     loader = {"fashion_mnist": load_fashion_mnist, "digits": load_digits_dataset, "cifar10": load_cifar10}[name]
     accepted = [p for p in inspect.signature(loader).parameters if p != "subset"]
     for option, value in options.items():
@@ -288,25 +279,14 @@ def load_dataset(name: str, profile: str = "quick", **options) -> ImageDataset:
     return loader(**options)
 
 
-def check_image_size(image_size: int | None, min_size: int = 1) -> int | None:
-    """Validate a square image size in pixels; None means "keep the native size"."""
-    if image_size is None:
-        return None
-    return check_int("image_size", image_size, minimum=min_size, maximum=MAX_IMAGE_SIZE)
-
-
-def check_channels(channels: int | None) -> int | None:
-    """Validate a channel count: 1 (grey), 3 (colour) or None (keep the images' own)."""
-    return check_choice("channels", channels, (None, 1, 3))
-
-
 def prepare_images(images: np.ndarray, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
     """Scale uint8 images to float32 in [0, 1], add a channel axis, resize and repeat channels.
 
     The plain NumPy path, for any Keras backend: returns (N, S, S, C) float32.
     """
-    image_size = check_image_size(image_size)
-    channels = check_channels(channels)
+    if image_size is not None:
+        check_int("image_size", image_size, minimum=1, maximum=MAX_IMAGE_SIZE)
+    check_choice("channels", channels, (None, 1, 3))
     x = np.asarray(images, dtype=np.float32) / 255.0
     if x.ndim == 3:
         x = x[..., None]
@@ -319,8 +299,3 @@ def prepare_images(images: np.ndarray, image_size: int | None = None, channels: 
     if channels is not None and x.shape[-1] != channels:
         x = np.repeat(x, channels, axis=-1) if x.shape[-1] == 1 else x.mean(axis=-1, keepdims=True)
     return x.astype(np.float32)
-
-
-def check_batch_size(batch_size) -> int:
-    """Validate a batch size: a positive integer."""
-    return check_int("batch_size", batch_size, minimum=1)

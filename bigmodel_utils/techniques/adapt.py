@@ -24,7 +24,7 @@ import numpy as np
 
 from bigmodel_utils import gpt as gpt_module
 from bigmodel_utils.calculators import footprint
-from bigmodel_utils.validation import positive_int
+from bigmodel_utils.validation import check_choice, positive_int
 
 LORA_TARGETS = ("qkv", "out", "mlp_in", "mlp_out")
 """The Dense layers of each GPT block that LoRA adapts by default: the attention's
@@ -127,7 +127,7 @@ def save_lora_weights(model: gpt_module.GPT, path: str | Path) -> Path:
     factors = lora_weights(model)
     if not factors:
         raise ValueError("model has no LoRA factors to save: call enable_lora first")
-    adapted = [layer for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)]
+    adapted = [layer for layer in lora_layers(model).values() if layer.lora_enabled]
     meta = {"rank": adapted[0].lora_rank, "alpha": adapted[0].lora_alpha,
             "targets": sorted({layer.name for layer in adapted})}
     path = Path(path)
@@ -192,8 +192,7 @@ def adapt(base: gpt_module.GPT, method: str, train_tokens, val_tokens, *, steps:
     the baseline), ``"full"`` (every weight) or ``"lora"`` (rank-``rank`` factors only),
     for ``steps`` steps. Returns ``(model, Adaptation)``; ``base`` is left unchanged.
     """
-    if method not in ADAPTATION_METHODS:
-        raise ValueError(f"method must be one of {ADAPTATION_METHODS}, got {method!r}")
+    check_choice("method", method, ADAPTATION_METHODS)
     model = copy_model(base)
     if method == "lora":
         enable_lora(model, rank, seed=seed)
@@ -249,8 +248,7 @@ def absmax_quantize(weights: np.ndarray, axis: int = 0, bits: int = 8):
     ``axis`` is the axis reduced to find each channel's largest magnitude: ``0`` for a
     Dense kernel ``(d_in, d_out)`` gives one scale per output unit, as Keras does.
     """
-    if bits not in (4, 8):
-        raise ValueError(f"bits must be 4 or 8, got {bits!r}")
+    check_choice("bits", bits, (4, 8))
     top = 2 ** (bits - 1) - 1
     scale = top / (np.max(np.abs(weights), axis=axis, keepdims=True) + keras.config.epsilon())
     q = np.clip(np.round(weights * scale), -top, top).astype("int8")
@@ -261,9 +259,7 @@ def quantized_copy(model: gpt_module.GPT, mode: str) -> gpt_module.GPT:
     """A copy of ``model`` quantised by Keras's ``Model.quantize(mode)``: ``"int8"``,
     ``"int4"`` or ``"float8"`` (Dense layers only; Embedding has no float8 mode).
     ``"float32"`` returns an unquantised copy."""
-    modes = ("float32", "int8", "int4", "float8")
-    if mode not in modes:
-        raise ValueError(f"mode must be one of {modes}, got {mode!r}")
+    check_choice("mode", mode, ("float32", "int8", "int4", "float8"))
     copy = copy_model(model)
     if mode != "float32":
         import warnings
@@ -271,9 +267,8 @@ def quantized_copy(model: gpt_module.GPT, mode: str) -> gpt_module.GPT:
         with warnings.catch_warnings():  # "LayerNormalization has no quantize method"
             warnings.simplefilter("ignore", UserWarning)
             if mode == "float8":
-                for layer in copy._flatten_layers():
-                    if isinstance(layer, keras.layers.Dense):
-                        layer.quantize(mode)
+                for layer in lora_layers(copy).values():  # every Dense layer of the GPT
+                    layer.quantize(mode)
             else:
                 copy.quantize(mode)
     return copy

@@ -14,7 +14,7 @@ decoding memory-bandwidth-bound, and a roofline estimate is
 
 :func:`model_configs` loads the published shapes of a few real models
 (``data/model_configs.csv``, each row with its source), :data:`GPUS` holds
-datasheet memory bandwidths with their sources, and the ``measure_*`` functions
+datasheet memory bandwidths with their sources (from ``data/accelerators.csv``), and the ``measure_*`` functions
 time this machine: :func:`measure_memory_bandwidth` (a NumPy copy),
 :func:`measure_decode_speed` (chapter 6's one-token step through its
 ``KVCache``) and :func:`prefill_vs_decode` (the prompt in one pass against one
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bigmodel_utils.validation import positive as _positive
-from bigmodel_utils.validation import positive_int as _positive_int
+from bigmodel_utils.calculators.accelerators import datasheet
+from bigmodel_utils.validation import check_choice, positive, positive_int
 
 if TYPE_CHECKING:  # the gpt module imports Keras; the formulas here must not need it
     from bigmodel_utils.gpt import GPT, GPTConfig
@@ -62,36 +62,13 @@ class GPUSpec:
     as_of: str  # YYYY-MM of the datasheet or announcement
 
 
-GPUS = {
-    "T4": GPUSpec(
-        "NVIDIA T4", 320e9, 16e9,
-        "NVIDIA T4 datasheet (16 GB GDDR6, 320 GB/s), https://www.nvidia.com/en-us/data-center/tesla-t4/",
-        "2018-09",
-    ),
-    "L4": GPUSpec(
-        "NVIDIA L4", 300e9, 24e9,
-        "NVIDIA L4 datasheet (24 GB GDDR6, 300 GB/s), https://www.nvidia.com/en-us/data-center/l4/",
-        "2023-03",
-    ),
-    "A100-80GB": GPUSpec(
-        "NVIDIA A100 80GB SXM", 2.039e12, 80e9,
-        "NVIDIA A100 datasheet (80 GB HBM2e, 2,039 GB/s for SXM, 1,935 GB/s for PCIe), "
-        "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
-        "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
-        "2020-11",
-    ),
-    "H100": GPUSpec(
-        "NVIDIA H100 SXM", 3.35e12, 80e9,
-        "NVIDIA H100 datasheet (80 GB HBM3, 3.35 TB/s for the SXM module; the PCIe card has less), "
-        "https://www.nvidia.com/en-us/data-center/h100/",
-        "2022-03",
-    ),
-    "H200": GPUSpec(
-        "NVIDIA H200 SXM", 4.8e12, 141e9,
-        "NVIDIA H200 product page (141 GB HBM3e, 4.8 TB/s), https://www.nvidia.com/en-us/data-center/h200/",
-        "2023-11",
-    ),
-}
+def _memory_figures(key: str) -> GPUSpec:
+    """The accelerator's memory figures, from :mod:`bigmodel_utils.calculators.accelerators`."""
+    sheet = datasheet(key)
+    return GPUSpec(sheet.name, sheet.memory_bandwidth, sheet.memory_bytes, sheet.source, sheet.as_of)
+
+
+GPUS = {key: _memory_figures(key) for key in ("T4", "L4", "A100-80GB", "H100", "H200")}
 """Datasheet memory bandwidth and capacity of the GPUs chapter 7 prices, keyed like ``serving_prices.csv``."""
 
 
@@ -104,9 +81,7 @@ def gpu(name_or_spec: str | GPUSpec) -> GPUSpec:
     """Return the :class:`GPUSpec` for a short name such as ``"H100"`` (or pass one through). Used in chapter 7."""
     if isinstance(name_or_spec, GPUSpec):
         return name_or_spec
-    if name_or_spec not in GPUS:
-        raise ValueError(f"gpu must be one of {', '.join(GPUS)} or a GPUSpec, got {name_or_spec!r}")
-    return GPUS[name_or_spec]
+    return GPUS[check_choice("gpu", name_or_spec, GPUS)]
 
 
 # --------------------------------------------------------------------------------------
@@ -129,9 +104,9 @@ def kv_cache_bytes_per_token(num_layers, num_kv_heads, head_size, bytes_per_valu
 
     Used in chapter 7.
     """
-    values = 2 * _positive_int("num_layers", num_layers) * _positive_int("num_kv_heads", num_kv_heads)
-    values *= _positive_int("head_size", head_size)
-    per_value = _positive("bytes_per_value", bytes_per_value)
+    values = 2 * positive_int("num_layers", num_layers) * positive_int("num_kv_heads", num_kv_heads)
+    values *= positive_int("head_size", head_size)
+    per_value = positive("bytes_per_value", bytes_per_value)
     total = values * per_value
     return int(total) if total.is_integer() else total
 
@@ -151,8 +126,8 @@ def gpt_kv_cache_bytes_per_token(config: GPTConfig, bytes_per_value=4) -> int:
 
 def kv_cache_bytes(kv_bytes_per_token, context_length, batch=1) -> float:
     """Bytes of KV cache for ``batch`` sequences of ``context_length`` tokens each. Used in chapter 7."""
-    per_token = _positive("kv_bytes_per_token", kv_bytes_per_token)
-    return per_token * _positive_int("context_length", context_length) * _positive_int("batch", batch)
+    per_token = positive("kv_bytes_per_token", kv_bytes_per_token)
+    return per_token * positive_int("context_length", context_length) * positive_int("batch", batch)
 
 
 def llama_parameter_count(vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_size,
@@ -166,12 +141,12 @@ def llama_parameter_count(vocab_size, hidden_size, num_layers, num_heads, num_kv
     RMSNorm scales ``2 d``; and the final norm ``d``. Chapter 7 checks it
     against ``data/model_configs.csv`` (Llama 3 8B: 8,030,261,248).
     """
-    d, layers = _positive_int("hidden_size", hidden_size), _positive_int("num_layers", num_layers)
-    heads, kv_heads = _positive_int("num_heads", num_heads), _positive_int("num_kv_heads", num_kv_heads)
-    h, ffn = _positive_int("head_size", head_size), _positive_int("intermediate_size", intermediate_size)
+    d, layers = positive_int("hidden_size", hidden_size), positive_int("num_layers", num_layers)
+    heads, kv_heads = positive_int("num_heads", num_heads), positive_int("num_kv_heads", num_kv_heads)
+    h, ffn = positive_int("head_size", head_size), positive_int("intermediate_size", intermediate_size)
     attention = 2 * d * heads * h + 2 * d * kv_heads * h + (heads * h + 2 * kv_heads * h) * bool(qkv_bias)
     per_layer = attention + 3 * d * ffn + 2 * d
-    return 2 * _positive_int("vocab_size", vocab_size) * d + layers * per_layer + d
+    return 2 * positive_int("vocab_size", vocab_size) * d + layers * per_layer + d
 
 
 def model_configs():
@@ -230,7 +205,7 @@ def decode_bytes_per_step(weight_bytes, kv_bytes_per_token, context_length, batc
     are read once per step whatever the batch, which is why batching raises
     throughput; the cache grows with both. Used in chapter 7.
     """
-    weights = _positive("weight_bytes", weight_bytes)
+    weights = positive("weight_bytes", weight_bytes)
     return weights + kv_cache_bytes(kv_bytes_per_token, context_length, batch)
 
 
@@ -249,19 +224,7 @@ def predicted_decode_tokens_per_second(weight_bytes, kv_bytes_per_token, context
     length. Used in chapter 7.
     """
     step_bytes = decode_bytes_per_step(weight_bytes, kv_bytes_per_token, context_length, batch)
-    return batch * _positive("bandwidth", bandwidth) / step_bytes
-
-
-def max_batch_in_memory(weight_bytes, kv_bytes_per_token, context_length, memory_bytes) -> int:
-    """How many sequences of ``context_length`` tokens fit beside the weights in ``memory_bytes``.
-
-    ``floor((memory_bytes - weight_bytes) / (context_length * kv_bytes_per_token))``,
-    0 when the weights alone do not fit. Activations and the framework's own
-    workspace also need room, so the real limit is lower. Used in chapter 7.
-    """
-    free = _positive("memory_bytes", memory_bytes) - _positive("weight_bytes", weight_bytes)
-    per_sequence = kv_cache_bytes(kv_bytes_per_token, context_length, 1)
-    return max(0, int(free // per_sequence))
+    return batch * positive("bandwidth", bandwidth) / step_bytes
 
 
 # --------------------------------------------------------------------------------------
@@ -284,10 +247,10 @@ def measure_memory_bandwidth(num_bytes: int = 256 * 2**20, repeats: int = 5) -> 
     bandwidth one thread sees. The default (two arrays of 256 MiB) takes
     about a second. Used in chapter 7.
     """
-    num_bytes = _positive_int("num_bytes", num_bytes)
+    num_bytes = positive_int("num_bytes", num_bytes)
     if num_bytes < 2**20:
         raise ValueError(f"num_bytes must be at least 1 MiB (2**20), far above the CPU caches, got {num_bytes!r}")
-    repeats = _positive_int("repeats", repeats)
+    repeats = positive_int("repeats", repeats)
     source = np.ones(num_bytes // 8, dtype=np.float64)
     target = np.empty_like(source)
     np.copyto(target, source)
@@ -315,7 +278,7 @@ class DecodeMeasurement:
 
     def predicted_tokens_per_second(self, bandwidth) -> float:
         """The roofline's tokens per second for this model and batch at ``bandwidth`` bytes per second."""
-        return self.batch * _positive("bandwidth", bandwidth) / self.bytes_read_per_step
+        return self.batch * positive("bandwidth", bandwidth) / self.bytes_read_per_step
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -352,8 +315,8 @@ def measure_decode_speed(model: GPT, batch: int = 1, num_tokens: int = 32, warmu
     from bigmodel_utils import gpt
 
     _check_gpt(model)
-    batch, num_tokens = _positive_int("batch", batch), _positive_int("num_tokens", num_tokens)
-    warmup = _positive_int("warmup", warmup)
+    batch, num_tokens = positive_int("batch", batch), positive_int("num_tokens", num_tokens)
+    warmup = positive_int("warmup", warmup)
     context = model.config.context
     if warmup + num_tokens > context:
         raise ValueError(f"num_tokens must be at most the context ({context}) minus warmup ({warmup}), "
@@ -397,7 +360,7 @@ def prefill_vs_decode(model: GPT, prompt_length: int, batch: int = 1, repeats: i
     """Seconds and tokens per second for a prompt in one pass (prefill) and per generated token (decode).
 
     Prefill runs chapter 6's compiled full forward pass
-    (``gpt._compiled(model, gpt._Forward)``) on ``batch`` x ``prompt_length``
+    (``gpt.compiled_forward(model)``) on ``batch`` x ``prompt_length``
     tokens; decode runs its compiled one-token ``KVCache`` step. Both are
     compiled by a first call that is not timed, then each is timed
     ``max(repeats, 3)`` times (decode: that many steps) and the medians are
@@ -409,15 +372,15 @@ def prefill_vs_decode(model: GPT, prompt_length: int, batch: int = 1, repeats: i
     from bigmodel_utils import gpt
 
     _check_gpt(model)
-    prompt_length, batch = _positive_int("prompt_length", prompt_length), _positive_int("batch", batch)
-    repeats = max(3, _positive_int("repeats", repeats))
+    prompt_length, batch = positive_int("prompt_length", prompt_length), positive_int("batch", batch)
+    repeats = max(3, positive_int("repeats", repeats))
     if prompt_length > model.config.context:
         raise ValueError(f"prompt_length must be at most the context {model.config.context}, got {prompt_length}")
     if repeats + 1 > model.config.context:
         raise ValueError(f"repeats must be below the context {model.config.context}, got {repeats}")
     from keras import ops
 
-    forward = gpt._compiled(model, gpt._Forward)
+    forward = gpt.compiled_forward(model)
     prompt = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(batch, prompt_length))
     prompt = prompt.astype("int32")
     ops.convert_to_numpy(forward([prompt])[0])  # compile

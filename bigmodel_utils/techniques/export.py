@@ -10,7 +10,7 @@ Three formats, three runtimes:
 
 ``model.quantize("int8")`` in Keras 3.15 quantises Dense, EinsumDense and Embedding layers but leaves
 Conv2D in float32, so for a CNN this module uses ONNX Runtime's post-training *static* quantisation
-(:func:`quantize_onnx_static`). The measuring helpers (:func:`file_bytes`, :func:`keras_weight_bytes`,
+(:func:`quantize_onnx_static`). The measuring helpers (:func:`keras_weight_bytes`, :func:`onnx_weight_bytes`,
 :func:`latency_ms`, :func:`agreement`) compare the formats on size, speed and outputs.
 
 What works where (checked 2026-12 with Keras 3.15.1, TensorFlow 2.21, tf2onnx 1.17.0, onnxruntime 1.31.1,
@@ -43,7 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bigmodel_utils.validation import check_int
+from bigmodel_utils.validation import check_choice, check_int
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 """Values of ``calibration_method`` in :func:`quantize_onnx_static`."""
@@ -61,10 +61,6 @@ def _check_model(model) -> keras.Model:
     return model
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    return check_int(name, value, minimum=minimum)
-
-
 def _check_images(name: str, images) -> np.ndarray:
     array = np.asarray(images)
     if array.ndim < 2 or len(array) == 0 or not np.issubdtype(array.dtype, np.number):
@@ -76,19 +72,6 @@ def _check_images(name: str, images) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # Sizes
 # --------------------------------------------------------------------------------------
-
-
-def file_bytes(path: str | os.PathLike) -> int:
-    """Size on disk in bytes of a file, or of every file inside a folder (a SavedModel is a folder).
-
-    Used in chapter 7.
-    """
-    path = _check_path("path", path)
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
-    raise FileNotFoundError(f"path must be an existing file or folder, got {str(path)!r}")
 
 
 def keras_weight_bytes(model: keras.Model) -> float:
@@ -158,8 +141,8 @@ def latency_ms(fn: Callable, x, repeats: int = 50, warmup: int = 5) -> dict[str,
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    repeats = _check_positive_int("repeats", repeats)
-    warmup = _check_positive_int("warmup", warmup, minimum=0)
+    repeats = check_int("repeats", repeats, minimum=1)
+    warmup = check_int("warmup", warmup, minimum=0)
     for _ in range(warmup):
         fn(x)
     times = np.empty(repeats)
@@ -244,7 +227,7 @@ def export_onnx(model: keras.Model, path: str | os.PathLike, opset: int | None =
     model = _check_model(model)
     path = _check_path("path", path)
     if opset is not None:
-        opset = _check_positive_int("opset", opset, minimum=7)
+        opset = check_int("opset", opset, minimum=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     _ensure_called(model)
     if keras.backend.backend() == "tensorflow":
@@ -277,7 +260,7 @@ def onnx_session(path: str | os.PathLike, num_threads: int | None = None):
     if num_threads is None:
         available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         num_threads = min(available, 8)
-    num_threads = _check_positive_int("num_threads", num_threads)
+    num_threads = check_int("num_threads", num_threads, minimum=1)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
@@ -402,9 +385,7 @@ def quantize_onnx_static(
     if not float_path.is_file():
         raise FileNotFoundError(f"float_path must be an existing ONNX file, got {str(float_path)!r}")
     images = _check_images("calibration_images", calibration_images)
-    if calibration_method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
-                         f"got {calibration_method!r}")
+    check_choice("calibration_method", calibration_method, CALIBRATION_METHODS)
     if not isinstance(per_channel, bool):
         raise ValueError(f"per_channel must be True or False, got {per_channel!r}")
     method = {"minmax": quantization.CalibrationMethod.MinMax,

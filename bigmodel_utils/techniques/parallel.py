@@ -56,10 +56,8 @@ def zero_memory(num_params, devices: int, stage: int, recipe: str = "mixed bf16 
     ``2P + 14P/devices``, stage 3 ``16P/devices``.
     """
     devices = validation.positive_int("devices", devices)
-    if stage not in ZERO_STAGES:
-        raise ValueError(f"stage must be one of 0, 1, 2, 3, got {stage!r}")
-    if recipe not in footprint.TRAINING_RECIPES:
-        raise ValueError(f"recipe must be one of {', '.join(footprint.TRAINING_RECIPES)}; got {recipe!r}")
+    validation.check_choice("stage", stage, ZERO_STAGES)
+    validation.check_choice("recipe", recipe, footprint.TRAINING_RECIPES)
     full = footprint.training_memory(num_params, **footprint.TRAINING_RECIPES[recipe])
     optimizer_states = full.master_weights + full.optimizer_state
     return DeviceMemory(
@@ -126,7 +124,7 @@ def _train_on_virtual_devices(settings: dict) -> dict:  # runs in the subprocess
     import keras
     import numpy as np
 
-    from bigmodel_utils import gpt
+    from bigmodel_utils import gpt, optimizers
     from bigmodel_utils.data import text
 
     config = gpt.GPTConfig(**settings["config"])
@@ -143,7 +141,7 @@ def _train_on_virtual_devices(settings: dict) -> dict:  # runs in the subprocess
         try:
             model = gpt.build_gpt(config)
             model.set_weights(initial)
-            optimizer = keras.optimizers.AdamW(settings["learning_rate"], weight_decay=0.0)
+            optimizer = optimizers.adamw(settings["learning_rate"])
             gpt.compile_language_model(model, optimizer, jit_compile=True)
             start = time.perf_counter()
             recorder = _step_loss_recorder()
@@ -201,10 +199,10 @@ def _step_loss_recorder():
 def run_on_virtual_devices(config, *, steps: int = 20, batch_size: int = 16, devices: int = 2,
                            learning_rate: float = 1e-3, seed: int = 0, tokens=None,
                            timeout: float = 600.0) -> dict:
-    """Train the GPT of shape ``config`` (a ``gpt.GPTConfig``) for ``steps`` steps from the same
-    initial weights on the same batches three ways, on ``devices`` virtual CPU devices of JAX in a
-    subprocess: on one device, with ``DataParallel`` (the batch split) and with ``ModelParallel``
-    (the weights split by :func:`gpt_layout_map`).
+    """Train the GPT of shape ``config`` (a ``gpt.GPTConfig``) for ``steps`` steps with the book's AdamW
+    (:func:`bigmodel_utils.optimizers.adamw`) from the same initial weights on the same batches three
+    ways, on ``devices`` virtual CPU devices of JAX in a subprocess: on one device, with ``DataParallel``
+    (the batch split) and with ``ModelParallel`` (the weights split by :func:`gpt_layout_map`).
 
     ``tokens`` (an int array; default random tokens) is the text to train on. Returns, for each
     way, the per-step losses, the seconds, the parameter bytes on each device and each variable's
@@ -214,9 +212,7 @@ def run_on_virtual_devices(config, *, steps: int = 20, batch_size: int = 16, dev
 
     import numpy as np
 
-    devices = validation.positive_int("devices", devices)
-    if devices < 2:
-        raise ValueError(f"devices must be at least 2 to shard anything, got {devices}")
+    devices = validation.check_int("devices", devices, minimum=2)
     if config.width % devices:
         raise ValueError(f"config.width must be divisible by devices ({devices}), got {config.width}")
     settings = {

@@ -26,14 +26,13 @@ here is backend-agnostic ``keras.ops``. Used in chapter 8.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 from keras import ops
 
-from bigmodel_utils.validation import check_int
+from bigmodel_utils.validation import check_choice, check_int, check_number, non_negative, positive
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
@@ -41,14 +40,6 @@ SUPPORTED_BACKENDS = ("tensorflow", "jax")
 # ---------------------------------------------------------------------------
 # The two pure pieces of DP-SGD: clipping and noise
 # ---------------------------------------------------------------------------
-
-
-def _check_nonnegative(name: str, value, allow_zero: bool = True) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-    if bad or value < 0 or (value == 0 and not allow_zero):
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name} must be {kind} number, got {value!r}")
-    return float(value)
 
 
 def per_example_norms(per_example_grads) -> np.ndarray:
@@ -65,7 +56,7 @@ def clip_per_example(per_example_grads, clip_norm: float):
     variables together. Gradients already shorter than ``clip_norm`` are left
     unchanged (scale ``min(1, C / norm)``).
     """
-    clip_norm = _check_nonnegative("clip_norm", clip_norm, allow_zero=False)
+    clip_norm = positive("clip_norm", clip_norm)
     if not per_example_grads:
         raise ValueError("per_example_grads must be a non-empty list of (batch, ...) tensors")
     norms = per_example_norms(per_example_grads)
@@ -85,8 +76,8 @@ def add_noise(summed_grads, noise_multiplier: float, clip_norm: float, seed=None
     ``noise_multiplier`` of 0 returns the sums unchanged (clipping only, no
     privacy guarantee).
     """
-    sigma = _check_nonnegative("noise_multiplier", noise_multiplier)
-    clip_norm = _check_nonnegative("clip_norm", clip_norm, allow_zero=False)
+    sigma = non_negative("noise_multiplier", noise_multiplier)
+    clip_norm = positive("clip_norm", clip_norm)
     if sigma == 0:
         return list(summed_grads)
     std = sigma * clip_norm
@@ -216,11 +207,10 @@ def train_dp_sgd(
     n = len(x)
     if n != len(y) or n == 0:
         raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be an integer from 1 to len(x)={n}, got {batch_size!r}")
-    _check_nonnegative("epochs", epochs, allow_zero=False)
-    _check_nonnegative("noise_multiplier", noise_multiplier)
-    _check_nonnegative("clip_norm", clip_norm, allow_zero=False)
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=n)
+    positive("epochs", epochs)
+    non_negative("noise_multiplier", noise_multiplier)
+    positive("clip_norm", clip_norm)
     q = batch_size / n
     steps = max(1, round(epochs / q))
     steps_per_epoch = max(1, round(1 / q))
@@ -289,13 +279,11 @@ def dp_sgd_epsilon(noise_multiplier: float, sampling_probability: float, steps: 
     distributions, tighter and slower). ``noise_multiplier=0`` gives
     ``math.inf``: without noise there is no guarantee. Used in chapter 8.
     """
-    sigma = _check_nonnegative("noise_multiplier", noise_multiplier)
-    q = _check_nonnegative("sampling_probability", sampling_probability, allow_zero=False)
-    if q > 1:
-        raise ValueError(f"sampling_probability must be at most 1, got {sampling_probability!r}")
+    sigma = non_negative("noise_multiplier", noise_multiplier)
+    q = check_number("sampling_probability", sampling_probability, 0, 1, include_minimum=False)
     steps = check_int("steps", steps, minimum=1)
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must be between 0 and 1 (usually below 1/number of examples), got {delta!r}")
+    check_number("delta", delta, 0, 1, include_minimum=False, include_maximum=False)
+    check_choice("accountant", accountant, ("rdp", "pld"))
     if sigma == 0:
         return math.inf
     try:
@@ -305,12 +293,7 @@ def dp_sgd_epsilon(noise_multiplier: float, sampling_probability: float, steps: 
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), int(steps)
     )
-    if accountant == "rdp":
-        tracker = dp_accounting.rdp.RdpAccountant()
-    elif accountant == "pld":
-        tracker = dp_accounting.pld.PLDAccountant()
-    else:
-        raise ValueError(f"accountant must be 'rdp' or 'pld', got {accountant!r}")
+    tracker = dp_accounting.rdp.RdpAccountant() if accountant == "rdp" else dp_accounting.pld.PLDAccountant()
     tracker.compose(event)
     return float(tracker.get_epsilon(delta))
 
@@ -371,10 +354,8 @@ def membership_advantage_bound(epsilon: float, delta: float = 0.0) -> float:
     unlike the pure-epsilon bound ``e^eps - 1`` of Yeom et al. (2018), which
     says nothing from ``epsilon = ln 2``. Used in chapter 8.
     """
-    epsilon = _check_nonnegative("epsilon", epsilon)
-    delta = _check_nonnegative("delta", delta)
-    if delta >= 1:
-        raise ValueError(f"delta must be below 1, got {delta!r}")
+    epsilon = non_negative("epsilon", epsilon)
+    delta = check_number("delta", delta, 0, 1, include_maximum=False)
     return float(min(1.0, (math.expm1(epsilon) + 2 * delta) / (math.exp(epsilon) + 1)))
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bigmodel_utils import gpt, validation
+from bigmodel_utils import gpt, optimizers, validation
 from bigmodel_utils.data import text
 
 KAPLAN_ALPHA_N = 0.076
@@ -54,22 +54,18 @@ class SizeTrainer:
     times, and on a CPU a compilation costs as much as a hundred small steps).
 
     Each run resets the weights and the optimizer (moments and step count), so it equals a run of
-    a freshly built model: AdamW with a 10% warm-up, a cosine decay over that run and gradient
-    clipping, as in chapter 6.
+    a freshly built model: the book's AdamW (:func:`bigmodel_utils.optimizers.adamw`, with gradient
+    clipping) with a 10% warm-up and a cosine decay over that run, as in chapter 6.
     """
 
     def __init__(self, config: gpt.GPTConfig, *, batch_size: int = 32, learning_rate: float = 3e-3,
                  seed: int = 0, jit_compile=None):
-        import keras
-
         self.config = config
         self.batch_size = validation.positive_int("batch_size", batch_size)
         self.peak_learning_rate = validation.positive("learning_rate", learning_rate)
         self.model = gpt.build_gpt(config, seed=seed)
         self.initial_weights = self.model.get_weights()
-        self.optimizer = keras.optimizers.AdamW(learning_rate=self._learning_rate, weight_decay=0.1,
-                                                beta_2=0.99, global_clipnorm=1.0)
-        self.optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        self.optimizer = optimizers.adamw(self._learning_rate)
         # The run's length lives in optimizer variables, so every backend reads the current value
         # inside the compiled step (a Python number would be frozen into it).
         self.run_steps = self.optimizer.add_variable((), "ones", "float32", name="run_steps")
@@ -100,8 +96,7 @@ class SizeTrainer:
         Returns ``N`` (non-embedding parameters), ``D`` (tokens trained on), ``C = 6ND`` (FLOP),
         ``steps``, ``val_loss`` (the mean over windows), ``window_losses`` and ``seconds``.
         """
-        if not tokens > 0:
-            raise ValueError(f"tokens must be positive, got {tokens!r}")
+        tokens = validation.positive("tokens", tokens)
         context = self.config.context
         steps = max(1, int(round(tokens / (self.batch_size * context))))
         start = time.perf_counter()
@@ -200,8 +195,7 @@ def bootstrap_alpha(n, window_losses, samples: int = 200, level: float = 0.9,
     """
     window_losses = np.asarray(window_losses, dtype=float)
     samples = validation.positive_int("samples", samples)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+    level = validation.check_number("level", level, 0, 1, include_minimum=False, include_maximum=False)
     point = fit_saturating_power_law(n, window_losses.mean(axis=1))
     rng = np.random.default_rng(seed)
     windows = window_losses.shape[1]

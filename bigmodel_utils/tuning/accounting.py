@@ -16,7 +16,7 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
-from bigmodel_utils.validation import check_int, positive_int
+from bigmodel_utils.validation import check_choice, check_int, check_number, positive_int
 
 TUNERS = ("random", "hyperband", "bayesian")
 """Tuner kinds accepted by :func:`make_tuner`."""
@@ -49,9 +49,7 @@ class MemoryMonitor:
     """
 
     def __init__(self, interval: float = 0.05):
-        if not 0 < interval <= 10:
-            raise ValueError(f"interval must be between 0 and 10 seconds, got {interval!r}")
-        self.interval = interval
+        self.interval = check_number("interval", interval, 0, 10, include_minimum=False)
         self.samples_mb: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,13 +178,6 @@ class AccountingBayesianOptimization(EpochAccounting, kt.BayesianOptimization):
     """BayesianOptimization that keeps an epoch ledger (see :class:`EpochAccounting`)."""
 
 
-_TUNER_CLASSES = {
-    "random": AccountingRandomSearch,
-    "hyperband": AccountingHyperband,
-    "bayesian": AccountingBayesianOptimization,
-}
-
-
 def make_tuner(
     kind: str,
     hypermodel: kt.HyperModel,
@@ -216,8 +207,7 @@ def make_tuner(
     how a stale folder quietly answers for a search you have since changed.
     ``overwrite=True`` deletes the folder first.
     """
-    if kind not in _TUNER_CLASSES:
-        raise ValueError(f"kind must be one of {', '.join(TUNERS)}; got {kind!r}")
+    check_choice("kind", kind, TUNERS)
     if not project_name or any(sep in str(project_name) for sep in ("/", "\\")):
         raise ValueError(f"project_name must be a plain folder name, got {project_name!r}")
     common = {"hypermodel": hypermodel, "objective": OBJECTIVE, "seed": seed, "directory": str(directory),

@@ -17,8 +17,8 @@ from typing import Any
 
 from bigmodel_utils.data import image_data as data_module
 from bigmodel_utils.tuning.accounting import TUNERS, make_tuner, read_ledger
-from bigmodel_utils.tuning.space import CNNHyperModel, _check_fixed, search_split
-from bigmodel_utils.validation import positive_int
+from bigmodel_utils.tuning.space import CNNHyperModel, check_fixed, search_split
+from bigmodel_utils.validation import check_choice, positive_int
 
 # Distributed tuning: one chief oracle, several workers
 # ---------------------------------------------------------------------------
@@ -43,12 +43,11 @@ def distributed_commands(directory, project_name: str, *, port: int, num_workers
     127.0.0.1 and a folder every machine can read and write.
     """
     num_workers = positive_int("num_workers", num_workers)
-    if kind not in TUNERS:
-        raise ValueError(f"kind must be one of {', '.join(TUNERS)}; got {kind!r}")
+    check_choice("kind", kind, TUNERS)
     argv = [sys.executable, "-m", "bigmodel_utils.tuning", "--directory", str(directory), "--project-name",
             project_name, "--kind", kind, "--max-trials", str(max_trials), "--epochs", str(epochs),
             "--num-train", str(num_train), "--num-val", str(num_val), "--seed", str(seed),
-            "--fixed", json.dumps(_check_fixed(fixed))]
+            "--fixed", json.dumps(check_fixed(fixed))]
     roles = ["chief"] + [f"tuner{i}" for i in range(num_workers)]
     return [({"KERASTUNER_TUNER_ID": role, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)},
              argv) for role in roles]

@@ -13,9 +13,10 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from bigmodel_utils.cnn import models, training
+from bigmodel_utils import optimizers
+from bigmodel_utils.cnn import models
 from bigmodel_utils.data import image_data as data_module
-from bigmodel_utils.validation import check_int, positive_int
+from bigmodel_utils.validation import check_choice, check_int, check_number, positive_int
 
 # The search space, defined once
 # ---------------------------------------------------------------------------
@@ -46,7 +47,10 @@ SEARCH_SPACE: dict[str, dict[str, Any]] = {
 """Every tuned hyperparameter, its range and what it does; :func:`declare_search_space` reads this table."""
 
 
-def _check_fixed(fixed: dict[str, Any] | None) -> dict[str, Any]:
+def check_fixed(fixed: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``fixed`` (pinned hyperparameters, name to value; None for none), after checking that every
+    name is in :data:`SEARCH_SPACE`; a ValueError names the unknown ones. The hypermodel and the distributed
+    search's command line both take it (chapter 5)."""
     fixed = dict(fixed or {})
     unknown = sorted(set(fixed) - set(SEARCH_SPACE))
     if unknown:
@@ -62,7 +66,7 @@ def declare_search_space(hp: kt.HyperParameters, fixed: dict[str, Any] | None = 
     keep trials small. Declaring again returns the same values, so ``build``
     and ``fit`` can both call it.
     """
-    fixed = _check_fixed(fixed)
+    fixed = check_fixed(fixed)
     values = {}
     for name, spec in SEARCH_SPACE.items():
         if name in fixed:
@@ -78,19 +82,16 @@ def declare_search_space(hp: kt.HyperParameters, fixed: dict[str, Any] | None = 
 def make_optimizer(name: str, learning_rate) -> keras.optimizers.Optimizer:
     """Return a fresh Keras optimizer: ``"adam"``, ``"rmsprop"`` or ``"sgd"`` (Nesterov momentum 0.9).
 
-    ``learning_rate`` is a number or a Keras learning-rate schedule.
+    ``learning_rate`` is a number above 0 and below 10, or a Keras learning-rate schedule.
     """
-    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) and not (
-        isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool) and 0 < learning_rate < 10
-    ):
-        raise ValueError(f"learning_rate must be a number between 0 and 10 or a schedule, got {learning_rate!r}")
+    check_choice("optimizer", name, ("adam", "rmsprop", "sgd"))
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        check_number("learning_rate", learning_rate, 0, 10, include_minimum=False, include_maximum=False)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    raise ValueError(f"optimizer must be one of adam, rmsprop, sgd; got {name!r}")
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
 
 
 def warmup_cosine_for(peak_learning_rate: float, steps_per_epoch: int, epochs: int):
@@ -98,11 +99,11 @@ def warmup_cosine_for(peak_learning_rate: float, steps_per_epoch: int, epochs: i
 
     The rate rises linearly from 0 to ``peak_learning_rate`` over the first
     half epoch, then decays to 0 along a cosine until the last step
-    (:func:`bigmodel_utils.cnn.training.warmup_cosine`). Used in chapter 5.
+    (:func:`bigmodel_utils.optimizers.warmup_cosine`). Used in chapter 5.
     """
     steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
     epochs = positive_int("epochs", epochs)
-    return training.warmup_cosine(peak_learning_rate, epochs * steps_per_epoch, steps_per_epoch // 2)
+    return optimizers.warmup_cosine(peak_learning_rate, epochs * steps_per_epoch, steps_per_epoch // 2)
 
 
 def build_training_state(model: keras.Model, x, y) -> keras.Model:
@@ -148,7 +149,7 @@ class CNNHyperModel(kt.HyperModel):
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.seed = seed
-        self.fixed = _check_fixed(fixed)
+        self.fixed = check_fixed(fixed)
         self.schedule = bool(schedule)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:

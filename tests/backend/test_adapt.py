@@ -77,7 +77,7 @@ def test_bad_lora_arguments_are_named(base):
         adapt.enable_lora(adapt.copy_model(base), rank=2, targets=("kernel",))
     with pytest.raises(ValueError, match="no LoRA factors"):
         adapt.save_lora_weights(base, "unused.npz")
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="method must be one of 'frozen', 'full', 'lora'; got 'half'"):
         adapt.adapt(base, "half", np.zeros(100, "int32"), np.zeros(100, "int32"), steps=1,
                     batch_size=1, learning_rate=1e-3)
 
@@ -118,7 +118,7 @@ def test_absmax_quantisation_matches_keras_int8_kernel(base):
         assert np.all(np.abs(q / scale - kernel) <= step / 2 + 1e-7)  # at most half a step off
     q4, _ = adapt.absmax_quantize(np.linspace(-1, 1, 64).reshape(16, 4), bits=4)
     assert q4.min() == -7 and q4.max() == 7
-    with pytest.raises(ValueError, match="bits must be 4 or 8, got 3"):
+    with pytest.raises(ValueError, match="bits must be one of 4, 8; got 3"):
         adapt.absmax_quantize(np.ones((2, 2)), bits=3)
 
 
@@ -139,7 +139,7 @@ def test_quantised_copies_shrink_and_stay_close(base):
     assert sizes["float32"] == 4 * base.count_params()
     # at width 16 the float32 norms, biases and scales weigh; chapter 7 measures 3.8x on its model
     assert sizes["float32"] / sizes["int8"] > 2.5 and sizes["int8"] > sizes["int4"]
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(ValueError, match="mode must be one of 'float32', 'int8', 'int4', 'float8'; got 'int2'"):
         adapt.quantized_copy(base, "int2")
 
 

@@ -52,7 +52,7 @@ def test_classic_layout_variants_match_the_formula_of_scaling(size, filters, hea
 def test_classic_layout_refuses_bad_filters_and_heads():
     with pytest.raises(ValueError, match="filters must be a non-empty sequence of positive integers, got ()"):
         models.build_classic_cnn(filters=())
-    with pytest.raises(ValueError, match="head must be 'flatten' or 'gap', got 'max'"):
+    with pytest.raises(ValueError, match="head must be one of 'flatten', 'gap'; got 'max'"):
         models.build_classic_cnn(head="max")
 
 
@@ -99,7 +99,7 @@ def test_output_layer_stays_float32_under_mixed_precision():
     ("kwargs", "message"),
     [
         ({"width": 0}, "width must be a positive integer, got 0"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+        ({"dropout": 1.0}, r"dropout must be a finite number \(at least 0 and below 1\), got 1.0"),
         ({"dense_units": -1}, "dense_units must be a non-negative integer"),
         ({"num_classes": 1}, "num_classes must be an integer of at least 2, got 1"),
         ({"input_shape": (28, 28)}, "input_shape must be three positive integers"),

@@ -144,7 +144,7 @@ def test_membership_advantage_bound_is_the_corner_of_the_dp_test_region():
     assert privacy.membership_advantage_bound(epsilon, delta) == pytest.approx(float(np.max(tpr - fpr)), abs=1e-5)
     # Tighter than the pure-epsilon bound e^eps - 1, which says nothing beyond ln 2
     assert privacy.membership_advantage_bound(np.log(2)) < np.expm1(np.log(2)) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="delta must be below 1, got 1.5"):
+    with pytest.raises(ValueError, match=r"delta must be a finite number \(at least 0 and below 1\), got 1.5"):
         privacy.membership_advantage_bound(1.0, 1.5)
 
 
@@ -163,13 +163,17 @@ def test_membership_inference_scores():
     ("call", "message"),
     [
         (lambda: privacy.clip_per_example([np.ones((2, 3))], 0.0), "clip_norm must be a positive number"),
-        (lambda: privacy.add_noise([np.ones(3)], -1.0, 1.0), "noise_multiplier must be a non-negative"),
-        (lambda: privacy.dp_sgd_epsilon(1.0, 1.5, 10, 1e-5), "sampling_probability must be at most 1"),
-        (lambda: privacy.dp_sgd_epsilon(1.0, 0.1, 10, 2.0), "delta must be between 0 and 1"),
-        (lambda: privacy.dp_sgd_epsilon(1.0, 0.1, 10, 1e-5, accountant="moments"), "accountant must be"),
+        (lambda: privacy.add_noise([np.ones(3)], -1.0, 1.0),
+         "noise_multiplier must be a number of at least 0, got -1.0"),
+        (lambda: privacy.dp_sgd_epsilon(1.0, 1.5, 10, 1e-5),
+         r"sampling_probability must be a finite number \(above 0 and at most 1\), got 1.5"),
+        (lambda: privacy.dp_sgd_epsilon(1.0, 0.1, 10, 2.0),
+         r"delta must be a finite number \(above 0 and below 1\), got 2.0"),
+        (lambda: privacy.dp_sgd_epsilon(0.0, 0.1, 10, 1e-5, accountant="moments"),
+         "accountant must be one of 'rdp', 'pld'; got 'moments'"),
         (lambda: privacy.membership_inference([], [1.0]), "must both be non-empty"),
         (lambda: privacy.train_dp_sgd(privacy.build_dp_classifier((8, 8, 1), 2, 2), np.zeros((4, 8, 8, 1)),
-                                      np.zeros(4), batch_size=9), "batch_size must be an integer from 1"),
+                                      np.zeros(4), batch_size=9), "batch_size must be an integer from 1 to 4, got 9"),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(call, message):

@@ -27,6 +27,49 @@ def test_auto_follows_the_accelerators(monkeypatch):
     assert runtime.resolve_profile("auto") == "full"
 
 
+def test_one_device_list_serves_the_report_and_the_precision_choice(monkeypatch):
+    from bigmodel_utils.backend import devices
+    from bigmodel_utils.cnn import training
+
+    t4 = [devices.Accelerator("GPU", 0, "Tesla T4", (7, 5)), devices.Accelerator("GPU", 1, "Tesla T4", (7, 5))]
+    monkeypatch.setattr(devices, "accelerators", lambda: t4)
+    assert runtime.list_accelerators() == ["GPU:0", "GPU:1"]
+    assert training.device_info() == training.DeviceInfo("GPU", "Tesla T4", (7, 5))
+    assert training.resolve_precision_policy("auto") == "mixed_float16"
+    monkeypatch.setattr(devices, "accelerators", lambda: [])
+    assert runtime.list_accelerators() == [] and training.device_info().kind == "CPU"
+    monkeypatch.setenv("COLAB_TPU_ADDR", "10.0.0.2:8470")
+    assert runtime.list_accelerators() == ["TPU:0"]
+
+
+class FakeJaxGPU:
+    platform, id, device_kind, compute_capability = "gpu", 3, "NVIDIA H100 80GB HBM3", "9.0"
+
+
+def test_devices_reads_the_backends_answer_and_survives_a_broken_driver(monkeypatch):
+    import keras
+
+    from bigmodel_utils.backend import devices
+
+    if keras.backend.backend() == "tensorflow":
+        from bigmodel_utils.backend import tensorflow_only as source
+
+        name, fake = "accelerators", lambda: [("GPU", 3, "NVIDIA H100 80GB HBM3", "9.0")]
+    else:
+        import jax as source
+
+        name, fake = "devices", lambda: [FakeJaxGPU()]
+    monkeypatch.setattr(source, name, fake)
+    assert devices.accelerators() == [devices.Accelerator("GPU", 3, "NVIDIA H100 80GB HBM3", (9, 0))]
+    assert str(devices.accelerators()[0]) == "GPU:3"
+
+    def broken():
+        raise RuntimeError("CUDA driver version is insufficient")
+
+    monkeypatch.setattr(source, name, broken)
+    assert devices.accelerators() == []
+
+
 def test_unknown_profile_is_a_one_line_error_naming_value_and_choices(monkeypatch):
     monkeypatch.setenv("BOOK_PROFILE", "fast")
     with pytest.raises(runtime.ProfileError) as info:
@@ -103,13 +146,12 @@ def test_glue_stores_plain_python_numbers(monkeypatch):
 
 
 def test_show_source_prints_the_code_without_its_docstring(capsys):
-    from bigmodel_utils import gpt
-
-    runtime.show_source(gpt.softmax, gpt.TransformerBlock)
+    runtime.show_source(runtime.by_profile, runtime.EnvironmentReport)
     shown = capsys.readouterr().out
-    assert shown.startswith("def softmax(scores") and "class TransformerBlock(keras.layers.Layer):\n    def" in shown
-    assert "shifted = scores - scores.max" in shown and '"""' not in shown
-    runtime.show_source(gpt.softmax, docstrings=True)
-    assert '"""Softmax along' in capsys.readouterr().out
+    assert shown.startswith("def by_profile(profile: str, *, smoke: Any, quick: Any, full: Any) -> Any:\n    choices")
+    assert "@dataclass(frozen=True)\nclass EnvironmentReport:\n    items: dict[str, str]" in shown
+    assert '"""' not in shown and ">>> by_profile" not in shown
+    runtime.show_source(runtime.by_profile, docstrings=True)
+    assert '"""Pick the default for ``profile``' in capsys.readouterr().out
     with pytest.raises(ValueError, match="at least one"):
         runtime.show_source()

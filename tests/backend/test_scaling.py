@@ -151,10 +151,11 @@ def test_small_formulas_by_hand():
 
 
 def test_memory_recipes():
-    assert footprint.bytes_per_parameter("mixed bf16 + Adam") == 16
-    assert footprint.bytes_per_parameter("float32 + Adam") == 16
-    assert footprint.bytes_per_parameter("pure bf16 + Adam") == 8
-    assert footprint.bytes_per_parameter("float32 + SGD") == 8
+    per_parameter = {name: footprint.training_memory(1, **recipe).total
+                     for name, recipe in footprint.TRAINING_RECIPES.items()}
+    assert per_parameter["mixed bf16 + Adam"] == 16 and per_parameter["float32 + Adam"] == 16
+    assert per_parameter["pure bf16 + Adam"] == 8 and per_parameter["float32 + SGD"] == 8
+    assert per_parameter["mixed bf16 + 8-bit Adam"] == 2 + 2 + 4 + 2  # the two moments in one byte each
     gpt3 = footprint.training_memory(175e9, "bf16", optimizer="adam", master_weights="fp32")
     assert gpt3.total == pytest.approx(2.8e12)
     assert gpt3.as_dict()["optimizer_state"] == pytest.approx(175e9 * 8)
@@ -181,7 +182,6 @@ def test_training_flops_rule():
     (lambda: footprint.training_memory(1e9, optimizer="adamax"), "optimizer"),
     (lambda: footprint.training_memory(-5), "num_params"),
     (lambda: footprint.training_flops(7e9, float("nan")), "num_tokens"),
-    (lambda: footprint.bytes_per_parameter("fp64 + Adam"), "recipe"),
     (lambda: footprint.cnn_costs(10), "image_size"),
     (lambda: footprint.cnn_costs(224, head="attention"), "head"),
 ])

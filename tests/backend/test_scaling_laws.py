@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bigmodel_utils import gpt
+from bigmodel_utils.data import text
 from bigmodel_utils.techniques import scaling_laws
 
 SIZES = np.array([500.0, 1_800, 6_600, 25_000, 100_000])
@@ -85,8 +86,9 @@ def test_optimal_size_exponent_through_chinchilla_like_optima():
         (lambda: scaling_laws.fit_saturating_power_law([1, 2], [3, 2]), "at least 3 sizes"),
         (lambda: scaling_laws.fit_saturating_power_law([1, 2, 3], [3, 2]), "same length"),
         (lambda: scaling_laws.fit_saturating_power_law([1, 2, 3], [3, 0, 1]), "positive and finite"),
-        (lambda: scaling_laws.isoflop_optimum([1, 2, 3], [3, 2, 1], 0), "budget must be"),
-        (lambda: scaling_laws.bootstrap_alpha(SIZES, np.ones((5, 4)), level=1.5), "level must be"),
+        (lambda: scaling_laws.isoflop_optimum([1, 2, 3], [3, 2, 1], 0), "budget must be a positive number, got 0"),
+        (lambda: scaling_laws.bootstrap_alpha(SIZES, np.ones((5, 4)), level=1.5),
+         r"level must be a finite number \(above 0 and below 1\), got 1.5"),
     ],
 )
 def test_bad_arguments_name_the_parameter(call, message):
@@ -101,7 +103,7 @@ def text_ids():
 
 def test_a_reused_trainer_equals_a_fresh_one(text_ids):
     config = gpt.GPTConfig(vocab_size=20, context=8, num_layers=1, num_heads=1, width=8)
-    eval_x, eval_y = gpt.text.windows(text_ids, 8, 16, seed=5)
+    eval_x, eval_y = text.windows(text_ids, 8, 16, seed=5)
     reused = scaling_laws.SizeTrainer(config, batch_size=4, learning_rate=1e-2, jit_compile=False)
     reused.run(text_ids, 4 * 8 * 30, eval_x, eval_y, seed=3)  # a longer run first: the reset must undo it
     second = reused.run(text_ids, 4 * 8 * 10, eval_x, eval_y, seed=7)

@@ -56,7 +56,8 @@ def test_cpu_info_names_the_cpu_and_reads_its_bfloat16_flag(monkeypatch, tmp_pat
 
 
 def test_precision_policy_rejects_unknown_names_and_restores_the_previous_policy():
-    with pytest.raises(ValueError, match="policy must be one of auto, float32, mixed_float16, mixed_bfloat16"):
+    with pytest.raises(ValueError,
+                       match="policy must be one of 'auto', 'float32', 'mixed_float16', 'mixed_bfloat16'; got 'fp8'"):
         training.resolve_precision_policy("fp8")
     before = keras.mixed_precision.global_policy().name
     with training.precision_policy("mixed_bfloat16") as name:
@@ -85,7 +86,7 @@ def test_warmup_cosine_rises_then_decays_to_zero():
     assert values[2] == pytest.approx(0.01, rel=1e-4)
     assert values[3] == pytest.approx(0.005, rel=1e-3)
     assert values[4] == pytest.approx(0.0, abs=1e-7)
-    with pytest.raises(ValueError, match="warmup_steps must be from 0 to total_steps - 1"):
+    with pytest.raises(ValueError, match="warmup_steps must be an integer from 0 to 9, got 10"):
         training.warmup_cosine(0.01, 10, 10)
 
 

@@ -68,7 +68,7 @@ def test_the_package_uses_the_same_idea_of_an_integer_everywhere():
     assert training.scaled_learning_rate(1e-3, np.int64(64)) == pytest.approx(2e-3)
     for call in (lambda: training.make_pipeline(images, labels, True),
                  lambda: models.build_improved_cnn(width=4.0),
-                 lambda: image_data.check_image_size(32.0),
+                 lambda: image_data.prepare_images(images, image_size=32.0),
                  lambda: training.scaled_learning_rate(1e-3, True)):
         with pytest.raises(ValueError, match=r"must be (a positive integer|an integer from 1 to \d+), got "):
             call()

@@ -69,10 +69,44 @@ def test_published_flop_figures_match_the_books_landmark_table():
         (lambda: costs.gpu_hours(-1, 1e14, 0.5), "training_flop must be a positive number"),
         (lambda: costs.gpu_hours(1e20, math.inf, 0.5), "peak_flops must be a positive number"),
         (lambda: costs.training_days(100, 0), "num_gpus must be a positive integer"),
-        (lambda: costs.energy_mwh(100, 700, pue=0.9), "pue must be at least 1"),
-        (lambda: costs.estimate_training_run(1e20, "B200"), "accelerator must be one of"),
+        (lambda: costs.energy_mwh(100, 700, pue=0.9), r"pue must be a finite number \(at least 1\), got 0.9"),
+        (lambda: costs.estimate_training_run(1e20, "B200"),
+         "accelerator must be one of 'T4', 'V100', 'A100', 'H100'; got 'B200'"),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_accelerator_table_is_the_pinned_file_and_feeds_the_calculator():
+    import hashlib
+
+    from bigmodel_utils.calculators import accelerators
+    from bigmodel_utils.data import files
+
+    data = (files.data_dir() / accelerators.ACCELERATORS_FILE).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == accelerators.ACCELERATORS_SHA256
+    # chapter 8's table: the dense peak at the training precision (bfloat16 where the chip has it) and board power
+    expected = {"T4": ("NVIDIA T4", 65e12, "float16 dense", 70.0),
+                "V100": ("NVIDIA V100 SXM2", 125e12, "float16 dense", 300.0),
+                "A100": ("NVIDIA A100 SXM4", 312e12, "bfloat16 dense", 400.0),
+                "H100": ("NVIDIA H100 SXM5", 989.5e12, "bfloat16 dense", 700.0)}  # 1,979 with sparsity, halved
+    assert {key: (a.name, a.peak_flops, a.precision, a.power_watts)
+            for key, a in costs.ACCELERATORS.items()} == expected
+    assert list(costs.ACCELERATORS) == list(expected)  # the order chapter 8 prints them in
+    with pytest.raises(ValueError, match="accelerator must be one of 'T4', 'V100', 'L4', .*; got 'B200'"):
+        accelerators.datasheet("B200")
+
+
+def test_every_datasheet_row_is_sourced_and_its_peaks_are_ordered():
+    from bigmodel_utils.calculators import accelerators
+
+    for key, sheet in accelerators.datasheets().items():
+        assert "https://" in sheet.source and sheet.peak_tflops, key
+        peaks = [sheet.peak_tflops.get(p) for p in accelerators.PRECISIONS]
+        # tensor-core 16-bit >= TF32 >= plain float32: a figure left "with sparsity" would break the order
+        known = [p for p in peaks if p is not None]
+        assert known == sorted(known, reverse=True), key
+        if sheet.peak_tflops.get("tf32"):
+            assert sheet.peak_tflops["tf32"] == pytest.approx(sheet.peak_tflops["bfloat16"] / 2, rel=0.01), key

@@ -22,8 +22,10 @@ def test_box_returns_its_centre_and_adds_a_patch():
 
 def test_bad_sizes_and_missing_titles_are_refused():
     fig, ax = diagrams.canvas(4, 2, "A box")
-    with pytest.raises(ValueError, match="width and height must be positive"):
+    with pytest.raises(ValueError, match="width must be a positive number, got 0"):
         diagrams.box(ax, 0, 0, 0, 1, "x")
+    with pytest.raises(ValueError, match="height must be a positive number, got -1"):
+        diagrams.box(ax, 0, 0, 1, -1, "x")
     with pytest.raises(ValueError, match="title"):
         diagrams.canvas(4, 2, "")
 
@@ -45,7 +47,7 @@ def test_cnn_comparison_labels_the_numbers_it_is_given():
     assert any("99.8% of all parameters" in t for t in texts)
     assert any("Conv2D 32, 3x3 + BatchNorm" in t for t in texts)  # 4 x width in the last stage
     assert fig.axes[0].get_title()
-    with pytest.raises(ValueError, match="dense_share must be a fraction between 0 and 1, got 99.8"):
+    with pytest.raises(ValueError, match=r"dense_share must be a finite number \(above 0 and below 1\), got 99.8"):
         diagrams.draw_cnn_comparison(1, 1, 99.8)
 
 

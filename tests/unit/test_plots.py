@@ -52,7 +52,7 @@ def test_chinese_text_renders_with_a_cjk_font_and_no_missing_glyphs(recwarn):
     plt.close(fig)
     missing = [str(w.message) for w in recwarn if "missing from font" in str(w.message)]
     assert not missing, missing
-    with pytest.raises(ValueError, match="language must be one of en, zh, got 'fr'"):
+    with pytest.raises(ValueError, match="language must be one of 'en', 'zh'; got 'fr'"):
         plots.set_theme(language="fr")
 
 

@@ -47,13 +47,11 @@ def test_api_prices_pair_input_and_output():
     assert (prices["output_usd_per_million"] >= prices["input_usd_per_million"]).all()  # generating costs more
     mini = prices.set_index("model").loc["gpt-4o-mini"]
     assert (mini.input_usd_per_million, mini.output_usd_per_million) == (0.15, 0.60)
-    assert pricing.blended_usd_per_million(0.15, 0.60, 0.25) == pytest.approx(0.2625)
 
 
 def test_cost_per_million_by_hand():
     assert pricing.cost_per_million(1000, 3.6) == pytest.approx(1.0)  # 3.6 M tokens an hour for $3.60
     assert pricing.cost_per_million(1000, 3.6, utilization=0.5) == pytest.approx(2.0)  # idle half the time
-    assert pricing.api_monthly_cost(3e9, 0.5) == pytest.approx(1500.0)
     assert pricing.self_hosted_monthly_cost(2.0, num_gpus=2) == pytest.approx(2 * 730 * 2.0)
     assert pricing.self_hosted_monthly_cost(2.0, volume=1e9, marginal_usd_per_million=0.1) == pytest.approx(1560.0)
     assert pricing.monthly_capacity(1000) == pytest.approx(1000 * 730 * 3600)
@@ -64,7 +62,6 @@ def test_break_even_on_a_hand_worked_example():
     result = pricing.break_even_volume(2.0, 1, 0.5, throughput_per_second=1000)
     assert result.fixed_usd_per_month == pytest.approx(1460.0)
     assert result.volume_per_month == pytest.approx(2.92e9)
-    assert pricing.api_monthly_cost(result.volume_per_month, 0.5) == pytest.approx(result.fixed_usd_per_month)
     # ...but at 1,000 tokens/s it serves only 2.628 billion a month: it never catches up
     assert result.capacity_per_month == pytest.approx(2.628e9)
     assert result.self_hosting_can_win is False
@@ -126,8 +123,7 @@ def test_a_row_without_a_source_or_date_is_refused(monkeypatch, tmp_path):
         (lambda: pricing.break_even_volume(2.0, 0, 0.5), "num_gpus must be a positive integer"),
         (lambda: pricing.break_even_volume(2.0, 1, 0), "api_price_per_million must be a positive number"),
         (lambda: pricing.break_even_volume(2.0, 1, 0.5, self_hosted_marginal=-1), "self_hosted_marginal must be"),
-        (lambda: pricing.api_monthly_cost(-5, 0.5), "volume must be a number of at least 0"),
-        (lambda: pricing.blended_usd_per_million(1, 2, 1.5), "output_fraction must be between 0 and 1"),
+        (lambda: pricing.self_hosted_monthly_cost(2.0, volume=-5), "volume must be a number of at least 0, got -5"),
         (lambda: pricing.monthly_capacity(10, hours_per_month=math.inf), "hours_per_month must be a positive"),
     ],
 )

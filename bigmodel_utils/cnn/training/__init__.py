@@ -6,6 +6,9 @@
 - :mod:`~bigmodel_utils.cnn.training.throughput`: images per second of a training setup;
 - :mod:`~bigmodel_utils.cnn.training.prediction`: checked inputs in, classes and probabilities out.
 
+The learning-rate schedule is the package's one, :func:`bigmodel_utils.optimizers.warmup_cosine`, re-exported
+here as ``training.warmup_cosine`` (chapter 4).
+
 Nothing here imports TensorFlow: the models and training run under any Keras backend. What
 needs TensorFlow itself (``tf.data``, ``tf.distribute``) lives in
 :mod:`bigmodel_utils.backend.tensorflow_only`; :func:`make_pipeline` uses its ``tf.data`` pipeline
@@ -28,7 +31,6 @@ from bigmodel_utils.cnn.training.fitting import (
     run_folder,
     standard_callbacks,
     train,
-    warmup_cosine,
 )
 from bigmodel_utils.cnn.training.pipeline import NumpyBatches, augmentation, make_pipeline, tensorflow_available
 from bigmodel_utils.cnn.training.precision import (
@@ -51,6 +53,7 @@ from bigmodel_utils.cnn.training.throughput import (
     measure_throughput,
     optimised_setup,
 )
+from bigmodel_utils.optimizers import warmup_cosine
 
 __all__ = [
     "BACKUP_DIR", "BEST_MODEL_FILE", "CPU_BFLOAT16_FLAGS", "HISTORY_FILE", "PRECISION_POLICIES",

@@ -1,5 +1,6 @@
-"""Compiling, callbacks and resumable training: learning-rate schedules, the history file and
-backups that let a run resume after a crash, and chapter 4's trained CNN for later chapters.
+"""Compiling, callbacks and resumable training: the history file and backups that let a run resume
+after a crash, and chapter 4's trained CNN for later chapters. The learning-rate schedule is
+:func:`bigmodel_utils.optimizers.warmup_cosine` (re-exported as ``training.warmup_cosine``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import keras
 from bigmodel_utils.cnn.training.pipeline import tensorflow_available
 from bigmodel_utils.cnn.training.precision import float32_copy
 from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.data.files import write_json_atomically
 from bigmodel_utils.validation import check_int
 
 HISTORY_FILE = "history.json"
@@ -25,29 +27,11 @@ BACKUP_DIR = "backup"
 BEST_MODEL_FILE = "best.keras"
 
 
-
-def warmup_cosine(peak_learning_rate: float, total_steps: int, warmup_steps: int = 0):
-    """A learning-rate schedule: linear warm-up from 0 to the peak, then cosine decay to 0 at ``total_steps``.
-
-    The warm-up is what lets a large batch use a linearly scaled learning rate
-    (Goyal et al. 2017). Returns a Keras ``LearningRateSchedule``.
-    """
-    if not 0 < peak_learning_rate < 10:
-        raise ValueError(f"peak_learning_rate must be between 0 and 10, got {peak_learning_rate!r}")
-    total_steps = check_int("total_steps", total_steps, minimum=1)
-    if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"warmup_steps must be from 0 to total_steps - 1 ({total_steps - 1}), got {warmup_steps!r}")
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else peak_learning_rate, int(total_steps - warmup_steps),
-        warmup_target=peak_learning_rate if warmup_steps else None, warmup_steps=int(warmup_steps),
-    )
-
-
 def compile_classifier(model: keras.Model, learning_rate=1e-3, jit_compile="auto",
                        steps_per_execution: int = 1) -> keras.Model:
     """Compile ``model`` with Adam, sparse categorical cross-entropy and accuracy; returns the model.
 
-    ``learning_rate`` is a float or a schedule (:func:`warmup_cosine`).
+    ``learning_rate`` is a float or a schedule (:func:`bigmodel_utils.optimizers.warmup_cosine`).
     ``jit_compile="auto"`` lets Keras decide about XLA: on for GPUs, off on
     CPU-only machines, under ``tf.distribute`` and when a layer cannot be
     compiled (read the decision back from ``model.jit_compile``).
@@ -76,14 +60,6 @@ def layers_blocking_xla(model: keras.Model) -> list[str]:
             yield from walk(sub)
 
     return [type(layer).__name__ for layer in walk(model) if not layer.supports_jit]
-
-
-def _atomic_write_json(path: Path, content: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a killed process never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def read_history(output_dir: str | os.PathLike) -> dict[str, list[float]]:
@@ -121,8 +97,7 @@ class HistoryFile(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._epoch_start
         for key, value in {**(logs or {}), "epoch_seconds": seconds}.items():
             self.history.setdefault(key, []).append(float(value))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(self.path, self.history)
+        write_json_atomically(self.path, self.history)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -268,7 +243,6 @@ def train(
         resumed = int(epochs) - len(timer.seconds) if output_dir is not None else 0
     return TrainingRun(history, resumed, len(timer.seconds), seconds,
                        None if output_dir is None else Path(output_dir))
-
 
 
 def load_or_train_cnn(path: str | os.PathLike, dataset, width: int = 16, epochs: int = 2,

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_choice, check_int, check_number
 
 
 def augmentation(seed: int = 0, flip: bool = True, translate: float = 0.1) -> keras.Sequential:
@@ -23,8 +24,7 @@ def augmentation(seed: int = 0, flip: bool = True, translate: float = 0.1) -> ke
     the model: ``RandomTranslation`` has ``supports_jit=False``, and one such
     layer inside a model makes ``jit_compile="auto"`` turn XLA off for all of it.
     """
-    if not 0.0 <= translate < 0.5:
-        raise ValueError(f"translate must be a fraction of the image size in [0, 0.5), got {translate!r}")
+    check_number("translate", translate, 0, 0.5, include_maximum=False)
     stages = []
     if flip:
         stages.append(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -93,8 +93,10 @@ def make_pipeline(
     pipeline's ``map``, and prefetch the next batches while the model trains.
     Otherwise it is a :class:`NumpyBatches` sequence doing the same in NumPy.
     """
-    batch_size = data_module.check_batch_size(batch_size)
-    image_size = data_module.check_image_size(image_size)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if image_size is not None:
+        check_int("image_size", image_size, minimum=1, maximum=data_module.MAX_IMAGE_SIZE)
+    check_choice("channels", channels, (None, 1, 3))
     if len(images) != len(labels):
         raise ValueError(f"images and labels differ in length: {len(images)} != {len(labels)}")
     if not tensorflow_available():

@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 
-from bigmodel_utils.validation import check_int, is_number
+from bigmodel_utils.backend import devices
+from bigmodel_utils.validation import check_choice, check_int, check_number
 
 PRECISION_POLICIES = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 """Values accepted by :func:`resolve_precision_policy`."""
-
 
 
 @dataclass(frozen=True)
@@ -63,46 +62,17 @@ def cpu_info() -> DeviceInfo:
     return DeviceInfo("CPU", name, cpu_bfloat16=bool(flags & CPU_BFLOAT16_FLAGS))
 
 
-def _parse_capability(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    parts = str(value).split(".")
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
-        return int(parts[0]), int(parts[1])
-    return None
-
-
 def device_info() -> DeviceInfo:
-    """Describe the first accelerator the Keras backend sees, or the CPU when there is none.
+    """Describe the first accelerator the Keras backend sees
+    (:func:`bigmodel_utils.backend.devices.accelerators`), or the CPU when there is none.
 
     Used in chapter 4 to pick the mixed-precision policy.
     """
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            from bigmodel_utils.backend import tensorflow_only
-
-            found = tensorflow_only.first_accelerator()
-            if found is not None:
-                kind, name, capability = found
-                return DeviceInfo(kind, name, _parse_capability(capability))
-        elif backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform in ("gpu", "tpu"):
-                return DeviceInfo(device.platform.upper(), getattr(device, "device_kind", str(device)),
-                                  _parse_capability(getattr(device, "compute_capability", None)))
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return DeviceInfo("GPU", torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0)))
-    except Exception:  # a broken driver must not stop a chapter: fall back to the CPU
-        pass
-    return cpu_info()
+    found = devices.accelerators()
+    if not found:
+        return cpu_info()
+    first = found[0]
+    return DeviceInfo(first.kind, first.name, first.compute_capability)
 
 
 def resolve_precision_policy(policy: str = "auto", device: DeviceInfo | None = None) -> str:
@@ -114,8 +84,7 @@ def resolve_precision_policy(policy: str = "auto", device: DeviceInfo | None = N
     and ``float32`` everywhere else (older GPUs, CPUs without bfloat16, where
     16-bit arithmetic is emulated and slower).
     """
-    if policy not in PRECISION_POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(PRECISION_POLICIES)}; got {policy!r}")
+    check_choice("policy", policy, PRECISION_POLICIES)
     if policy != "auto":
         return policy
     device = device_info() if device is None else device
@@ -159,10 +128,9 @@ def scaled_learning_rate(base_learning_rate: float, batch_size: int, base_batch_
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
     base_batch_size = check_int("base_batch_size", base_batch_size, minimum=1)
-    if not (is_number(base_learning_rate) and 0 < base_learning_rate < 10):
-        raise ValueError(f"base_learning_rate must be a number between 0 and 10, got {base_learning_rate!r}")
-    return float(base_learning_rate) * batch_size / base_batch_size
-
+    base_learning_rate = check_number("base_learning_rate", base_learning_rate, 0, 10, include_minimum=False,
+                                      include_maximum=False)
+    return base_learning_rate * batch_size / base_batch_size
 
 
 def _float32_policies(config):

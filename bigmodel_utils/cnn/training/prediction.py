@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from bigmodel_utils.data import image_data as data_module
+from bigmodel_utils.validation import check_int
 
 
 @dataclass
@@ -77,8 +77,8 @@ def predict(model: keras.Model, images, class_names: Sequence[str] | None = None
     Used in chapter 4 (the "apply" step) and by the command line.
     """
     x = check_images(images, _expected_shape(model))
-    probabilities = np.asarray(model.predict(x, batch_size=data_module.check_batch_size(batch_size), verbose=0),
-                               dtype=np.float32)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
     labels = probabilities.argmax(axis=-1)
     names = None if class_names is None else [class_names[i] for i in labels]
     return Predictions(probabilities, labels, names)

@@ -130,7 +130,7 @@ def measure_throughput(
                                        steps_per_execution=setup.steps_per_execution)
         if setup.pipeline == "numpy":
             x = data_module.prepare_images(images, image_size, channels)
-            fit_args = {"x": x, "y": np.asarray(labels), "batch_size": data_module.check_batch_size(setup.batch_size)}
+            fit_args = {"x": x, "y": np.asarray(labels), "batch_size": check_int("batch_size", setup.batch_size, 1)}
         else:
             fit_args = {"x": make_pipeline(images, labels, setup.batch_size, image_size=image_size,
                                            channels=channels, shuffle=True)}
