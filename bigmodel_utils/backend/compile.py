@@ -1,13 +1,15 @@
 """A model's forward pass compiled by the backend's own compiler, for code that calls it many times.
 
 * :func:`jit_function`: TensorFlow's ``tf.function`` with XLA (through
-  :func:`bigmodel_utils.backend.tensorflow_only.compile_function`), ``jax.jit`` under JAX, eager without
-  gradients under PyTorch. Calling it costs a few times less per call than ``predict_on_batch``, which
-  matters for the one-token steps of generation.
+  :func:`bigmodel_utils.backend.tensorflow_only.compile_function`) or ``jax.jit``. Calling it costs a few
+  times less per call than ``predict_on_batch``, which matters for the one-token steps of generation.
 * :func:`compiled`: :func:`jit_function` of a wrapper around a model, made once and kept on the model.
+* :func:`predictor`: a model's forward pass from a NumPy batch to NumPy, compiled (chapter 7 times it and
+  serves the CNN with it).
+* :func:`graph_function`: a Python function of tensors traced into a graph under TensorFlow (DP-SGD's step).
 * :func:`default_jit_compile`: the backend's default for ``Model.compile(jit_compile=...)``.
 
-Used by chapter 6's generation (:mod:`bigmodel_utils.gpt`) and by chapter 7's server.
+Used by chapter 6's generation (:mod:`bigmodel_utils.gpt`), chapter 7's export and server, chapter 8's DP-SGD.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import keras
+import numpy as np
+
+from bigmodel_utils import backend as backend_seam
 
 
 def jit_function(wrapper: keras.Model) -> Callable[[Sequence], list]:
@@ -26,12 +31,11 @@ def jit_function(wrapper: keras.Model) -> Callable[[Sequence], list]:
     own (it calls a model it holds). Under JAX the current weights are passed at every call, so a
     model trained further is never stale.
     """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+    if backend_seam.name() == "tensorflow":
         from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 
         function = tensorflow_only.compile_function(lambda x: wrapper(x, training=False), jit_compile=True)
-    elif backend == "jax":
+    else:
         import jax
 
         # the wrapper adds no variables of its own and its model is built, so it is
@@ -47,12 +51,6 @@ def jit_function(wrapper: keras.Model) -> Callable[[Sequence], list]:
             trainable = [v.value for v in wrapper.trainable_variables]
             non_trainable = [v.value for v in wrapper.non_trainable_variables]
             return compiled_call(trainable, non_trainable, inputs)
-    else:
-        import torch
-
-        def function(inputs):
-            with torch.no_grad():
-                return wrapper([keras.ops.convert_to_tensor(x) for x in inputs])
 
     def run(inputs):
         outputs = function(list(inputs))
@@ -72,8 +70,42 @@ def compiled(model: keras.Model, wrapper_class: type[keras.Model]) -> Callable[[
     return function
 
 
+def predictor(model: keras.Model, jit_compile: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """``model``'s inference-mode forward pass from a NumPy batch to NumPy, compiled by the backend's compiler.
+
+    TensorFlow: ``tf.function``, with XLA when ``jit_compile`` (off by default: for chapter 4's CNN on two CPU
+    cores XLA was slightly faster at batch 1 but twice as slow at batch 256); JAX: ``jax.jit`` of the stateless
+    call (always XLA), with the current weights passed at every call. Each new batch shape compiles once.
+    """
+    if backend_seam.name() == "tensorflow":
+        from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
+
+        return tensorflow_only.compile_numpy_function(lambda x: model(x, training=False), jit_compile)
+    import jax
+
+    compiled_call = jax.jit(lambda trainable, non_trainable, x: model.stateless_call(
+        trainable, non_trainable, x, training=False)[0])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        outputs = compiled_call([v.value for v in model.trainable_variables],
+                                [v.value for v in model.non_trainable_variables], np.asarray(x, dtype="float32"))
+        return np.asarray(outputs)
+
+    return predict
+
+
+def graph_function(function: Callable) -> Callable:
+    """Under TensorFlow, ``function`` (of tensors) traced once into a graph by ``tf.function`` without XLA, which
+    runs a loop of small tensor operations many times faster than eager; under JAX, ``function`` unchanged."""
+    if backend_seam.name() == "tensorflow":
+        from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
+
+        return tensorflow_only.compile_function(function)
+    return function
+
+
 def default_jit_compile() -> bool:
-    """The backend's default for XLA in ``Model.compile``: on under TensorFlow and JAX, off under PyTorch,
-    where ``torch.compile`` breaks Keras's graph into dozens of pieces and runs slower than eager
-    (``benchmarks/README.md``)."""
+    """The backend's default for XLA in ``Model.compile``: on under TensorFlow and JAX; off under PyTorch, which
+    only ``benchmarks/lm_throughput.py`` runs and where ``torch.compile`` breaks Keras's graph into dozens of
+    pieces and runs slower than eager (``benchmarks/README.md``)."""
     return keras.backend.backend() != "torch"

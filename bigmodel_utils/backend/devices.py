@@ -1,4 +1,4 @@
-"""Which accelerators the Keras backend sees: the package's one answer, under TensorFlow, JAX or PyTorch.
+"""Which accelerators the Keras backend sees: the package's one answer, under TensorFlow or JAX.
 
 :func:`accelerators` lists the visible GPUs and TPUs with their names and, for NVIDIA GPUs, their
 compute capability. :mod:`bigmodel_utils.book.runtime` prints them in every chapter's environment
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from bigmodel_utils import backend as backend_seam
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,17 @@ def accelerators() -> list[Accelerator]:
     A backend that fails to list its devices (a broken CUDA install, say) counts as seeing none: the book
     then runs on the CPU instead of stopping.
     """
-    import keras
-
-    backend = keras.backend.backend()
+    backend = backend_seam.name()
     try:
         if backend == "tensorflow":
             from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 
             found = tensorflow_only.accelerators()
-        elif backend == "jax":
+        else:
             import jax
 
             found = [(d.platform.upper(), d.id, getattr(d, "device_kind", str(d)),
                       getattr(d, "compute_capability", None)) for d in jax.devices() if d.platform in ("gpu", "tpu")]
-        elif backend == "torch":
-            import torch
-
-            found = [("GPU", i, torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
-                     for i in range(torch.cuda.device_count())]
-        else:
-            found = []
     except Exception:  # a broken driver must not stop a chapter: report no accelerator
         return []
     return [Accelerator(kind, int(index), str(name), _capability(capability))

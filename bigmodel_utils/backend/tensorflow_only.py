@@ -9,10 +9,8 @@ here has no equivalent in ``keras.ops``:
   uses them whenever it can);
 - splitting the CPU into logical devices for ``tf.distribute`` (:func:`split_cpu`);
 - TensorFlow's own FLOP statistics (:func:`flop_count`, through the public profiler API);
-- ``tf.GradientTape`` and ``tf.function`` helpers that the backend-dispatching modules
-  (:mod:`~bigmodel_utils.backend.autodiff`, :mod:`~bigmodel_utils.techniques.explain`,
-  :mod:`~bigmodel_utils.techniques.privacy`, :mod:`~bigmodel_utils.gpt`, :mod:`~bigmodel_utils.techniques.export`,
-  :mod:`~bigmodel_utils.serving`) call when ``KERAS_BACKEND=tensorflow``;
+- ``tf.GradientTape`` and ``tf.function`` helpers that the backend seam (:mod:`~bigmodel_utils.backend.autodiff`,
+  :mod:`~bigmodel_utils.backend.compile`) calls when ``KERAS_BACKEND=tensorflow``;
 - SavedModel loading and tf2onnx's missing ``Erfc`` conversion (chapter 7).
 
 Importing this module imports TensorFlow; the other modules import it only inside a branch

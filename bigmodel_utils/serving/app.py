@@ -26,7 +26,6 @@ from bigmodel_utils.serving.batching import (
     DEFAULT_MAX_BATCH_SIZE,
     MAX_BATCH_SIZE_LIMIT,
     batching_settings,
-    compiled_predict,
     generate_batch,
     merge_settings,
     padded_size,
@@ -113,7 +112,11 @@ class ModelServer:
                             else [str(i) for i in range(num_classes)])
         self.context = self.gpt.config.context
         self.example_prompt = self.tokenizer.decode([self.tokenizer.vocab_size // 2])  # one token it knows
-        self._predict = compiled_predict(self.cnn)
+        # tf.function without XLA (XLA's CPU convolutions ran slower than TensorFlow's own for this CNN at batch
+        # 16 and 64 on the book's 2-core machine), or jax.jit
+        from bigmodel_utils.backend.compile import predictor
+
+        self._predict = predictor(self.cnn)
         # one thread per model: a long generation batch does not hold up classification
         self._cnn_thread = ThreadPoolExecutor(1, thread_name_prefix="cnn")
         self._gpt_thread = ThreadPoolExecutor(1, thread_name_prefix="gpt")
@@ -131,8 +134,7 @@ class ModelServer:
         """Compile both models for batches padded to ``size`` (once), so that no request waits for it later."""
         started = time.perf_counter()
         if size not in self._warm_cnn:
-            # on the CNN's own thread: under JAX and PyTorch the compiled predict (``predict_on_batch``) writes
-            # the model's state back, so it runs one call at a time
+            # on the CNN's own thread, which runs one call at a time
             self._cnn_thread.submit(self._predict, np.zeros((size, *self.image_shape), dtype=np.float32)).result()
             self._warm_cnn.add(size)
         if size not in self._warm_gpt:

@@ -7,8 +7,8 @@
 * **Batched generation**: :func:`generate_batch` runs many prompts, each with its own length, sampling
   settings and seed, through chapter 6's compiled one-token step together, and gives every request the
   tokens :func:`bigmodel_utils.gpt.generate` would give it alone.
-* **Batched classification**: :func:`compiled_predict` compiles the CNN's forward pass,
-  :func:`predict_padded` runs it on padded batches.
+* **Batched classification**: :func:`predict_padded` runs the CNN's compiled forward pass
+  (:func:`bigmodel_utils.backend.compile.predictor`) on padded batches.
 
 Keras loads only inside the functions that run a model. Used in chapter 7.
 """
@@ -119,23 +119,6 @@ def _decode_together(model, jobs: list[GenerationJob], batch_sizes: Sequence[int
                 choice = gpt.sample_next(logits[row:row + 1], job.temperature, job.top_k, rngs[row])
                 generated.append(int(choice[0]))
     return [np.array(generated, dtype=np.int32) for generated in new_tokens]
-
-
-def compiled_predict(model) -> Callable[[np.ndarray], np.ndarray]:
-    """``model``'s inference-mode forward pass, compiled, as a function of a float32 batch to a NumPy array.
-
-    TensorFlow: ``tf.function`` without XLA (XLA's CPU convolutions ran slower than TensorFlow's own for
-    this CNN at batch 16 and 64 on the book's 2-core machine); JAX and PyTorch: ``model.predict_on_batch``
-    (``jax.jit`` of the forward pass; eager without gradients). Several times cheaper per call than
-    ``model.predict``, which builds a data pipeline and callbacks for every call. Used in chapter 7.
-    """
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        from bigmodel_utils.backend import tensorflow_only
-
-        return tensorflow_only.compile_numpy_function(lambda x: model(x, training=False))
-    return model.predict_on_batch
 
 
 def predict_padded(function: Callable[[np.ndarray], np.ndarray], images: np.ndarray,

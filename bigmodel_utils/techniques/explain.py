@@ -30,9 +30,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from bigmodel_utils.backend import autodiff
 from bigmodel_utils.validation import check_int
 
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
 _CONV_TYPES = ("Conv1D", "Conv2D", "Conv3D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
 
 
@@ -88,30 +88,9 @@ def score_function(model: keras.Model, head_input=None):
     return logits
 
 
-def _gradient_of_sum(function, values):
-    """(f(values), d sum(f(values)) / d values) with the backend's autodiff; ``function`` returns (N,)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from bigmodel_utils.backend import tensorflow_only
-
-        kept = {}
-
-        def total(tensor):
-            kept["scores"] = function(tensor)
-            return ops.sum(kept["scores"])
-
-        _, grads = tensorflow_only.value_and_grad(total, values)
-        return ops.convert_to_numpy(kept["scores"]), ops.convert_to_numpy(grads)
-    if backend == "jax":
-        import jax
-
-        def total(v):
-            scores = function(v)
-            return ops.sum(scores), scores
-
-        (_, scores), grads = jax.value_and_grad(total, has_aux=True)(values)
-        return np.asarray(scores), np.asarray(grads)
-    raise NotImplementedError(f"explanations need KERAS_BACKEND in {SUPPORTED_BACKENDS}, got {backend!r}")
+def _gradient_of_sum(function, values) -> np.ndarray:
+    """d sum(f(values)) / d values, by the backend's autodiff; ``function`` returns (N,) scores."""
+    return autodiff.value_and_grad(lambda v: ops.sum(function(v)), values)[1]
 
 
 def _selected(scores_fn, class_indices):
@@ -137,7 +116,7 @@ def saliency_map(model: keras.Model, images, class_index) -> np.ndarray:
     """
     x = _check_images(images)
     fn = _selected(score_function(model), _class_indices(class_index, len(x)))
-    _, grads = _gradient_of_sum(fn, x)
+    grads = _gradient_of_sum(fn, x)
     return np.abs(grads).max(axis=-1)
 
 
@@ -163,7 +142,7 @@ def grad_cam(model: keras.Model, images, class_index, layer_name: str | None = N
     features = keras.Model(_model_input(model), layer.output)
     activations = ops.convert_to_numpy(features(x, training=False))
     head = _selected(score_function(model, head_input=layer.output), _class_indices(class_index, len(x)))
-    _, grads = _gradient_of_sum(head, activations)
+    grads = _gradient_of_sum(head, activations)
     weights = grads.mean(axis=(1, 2), keepdims=True)
     cam = np.maximum((weights * activations).sum(axis=-1), 0.0)
     if upsample and cam.shape[1:] != x.shape[1:3]:
@@ -193,6 +172,6 @@ def integrated_gradients(model: keras.Model, images, class_index, baseline=None,
     attributions = np.empty_like(x)
     for i, (image, target) in enumerate(zip(x, _class_indices(class_index, len(x)))):
         path = base + alphas * (image - base)
-        _, grads = _gradient_of_sum(_selected(scores_fn, np.full(steps + 1, target)), path)
+        grads = _gradient_of_sum(_selected(scores_fn, np.full(steps + 1, target)), path)
         attributions[i] = (image - base) * np.tensordot(trapezoid, grads, axes=1)
     return attributions

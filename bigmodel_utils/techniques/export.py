@@ -27,7 +27,7 @@ JAX 0.10.2):
   and the GPT does not trace, so export under TensorFlow. Running and quantising an ONNX file works under
   every backend: ONNX Runtime does not use Keras.
 
-TensorFlow is imported only inside functions, so the package imports under JAX and PyTorch; the functions
+TensorFlow is imported only inside functions, so the package imports under JAX; the functions
 that need TensorFlow whatever the backend (the SavedModel ones) are grouped at the end under "TensorFlow
 only". Used in chapter 7.
 """
@@ -43,6 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from bigmodel_utils.backend.compile import predictor
 from bigmodel_utils.validation import check_choice, check_int
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -160,35 +161,11 @@ def keras_predictor(model: keras.Model, jit_compile: bool = False) -> Callable[[
     This is what to time instead of ``model.predict``, which adds a data pipeline and callbacks to every
     call (milliseconds at batch 1). TensorFlow: ``tf.function``, with XLA when ``jit_compile`` (off by
     default: for the CNN on two CPU cores XLA was slightly faster at batch 1 but twice as slow at batch 256);
-    JAX: ``jax.jit`` of the stateless call (always compiled); PyTorch: eager without gradients. Each new
-    batch shape compiles once, so warm up before timing. Used in chapter 7.
+    JAX: ``jax.jit`` of the stateless call (always compiled), both by
+    :func:`bigmodel_utils.backend.compile.predictor`. Each new batch shape compiles once, so warm up before
+    timing. Used in chapter 7.
     """
-    model = _check_model(model)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from bigmodel_utils.backend import tensorflow_only
-
-        function = tensorflow_only.compile_function(lambda x: model(x, training=False), jit_compile)
-    elif backend == "jax":
-        import jax
-
-        compiled = jax.jit(lambda trainable, non_trainable, x: model.stateless_call(
-            trainable, non_trainable, x, training=False)[0])
-
-        def function(x):
-            return compiled([v.value for v in model.trainable_variables],
-                            [v.value for v in model.non_trainable_variables], x)
-    else:
-        import torch
-
-        def function(x):
-            with torch.no_grad():
-                return model(x, training=False)
-
-    def predict(x) -> np.ndarray:
-        return keras.ops.convert_to_numpy(function(np.asarray(x, dtype="float32")))
-
-    return predict
+    return predictor(_check_model(model), jit_compile)
 
 
 # --------------------------------------------------------------------------------------

@@ -32,10 +32,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from bigmodel_utils.backend import autodiff
+from bigmodel_utils.backend.compile import graph_function
 from bigmodel_utils.validation import check_choice, check_int, check_number, non_negative, positive
-
-SUPPORTED_BACKENDS = ("tensorflow", "jax")
-
 
 # ---------------------------------------------------------------------------
 # The two pure pieces of DP-SGD: clipping and noise
@@ -89,15 +88,6 @@ def add_noise(summed_grads, noise_multiplier: float, clip_norm: float, seed=None
 # ---------------------------------------------------------------------------
 
 
-def _check_backend() -> str:
-    backend = keras.backend.backend()
-    if backend not in SUPPORTED_BACKENDS:
-        raise NotImplementedError(
-            f"per-example gradients are implemented for KERAS_BACKEND in {SUPPORTED_BACKENDS}, got {backend!r}"
-        )
-    return backend
-
-
 def sparse_crossentropy(labels, probabilities):
     """Per-example cross-entropy (batch,) for integer labels and softmax outputs."""
     return keras.losses.sparse_categorical_crossentropy(labels, probabilities)
@@ -112,22 +102,7 @@ def per_example_gradients(model: keras.Model, x, y, loss_fn=sparse_crossentropy)
     meaning. TensorFlow vectorises the loop with ``tf.vectorized_map``; JAX
     with ``jax.vmap``.
     """
-    backend = _check_backend()
-    if backend == "tensorflow":
-        from bigmodel_utils.backend import tensorflow_only
-
-        return tensorflow_only.per_example_gradients(model, x, y, loss_fn)
-
-    import jax
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def example_loss(weights, xi, yi):
-        predictions, _ = model.stateless_call(weights, non_trainable, xi[None], training=True)
-        return ops.sum(loss_fn(yi[None], predictions))
-
-    return list(jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(trainable, x, y))
+    return autodiff.per_example_gradients(model, x, y, loss_fn)
 
 
 def _clipped_sum_fn(model, loss_fn, clip_norm):
@@ -143,11 +118,7 @@ def _clipped_sum_fn(model, loss_fn, clip_norm):
             sums.append(ops.sum(g * ops.cast(ops.reshape(weights, shape), g.dtype), axis=0))
         return sums, norms
 
-    if keras.backend.backend() == "tensorflow":
-        from bigmodel_utils.backend import tensorflow_only
-
-        return tensorflow_only.compile_function(clipped_sum)
-    return clipped_sum
+    return graph_function(clipped_sum)
 
 
 # ---------------------------------------------------------------------------
