@@ -15,11 +15,13 @@ import keras
 from bigmodel_utils.validation import check_int, check_number
 
 
-def warmup_cosine(peak_learning_rate: float, total_steps: int, warmup_steps: int = 0,
-                  final_fraction: float = 0.0) -> keras.optimizers.schedules.LearningRateSchedule:
+def warmup_cosine(
+    peak_learning_rate: float, total_steps: int, warmup_steps: int = 0, final_fraction: float = 0.0
+) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warm-up from 0 to ``peak_learning_rate``, then cosine decay to
     ``final_fraction * peak_learning_rate`` at step ``total_steps``."""
-    check_number("peak_learning_rate", peak_learning_rate, 0, 10, include_minimum=False, include_maximum=False)
+    check_number("peak_learning_rate", peak_learning_rate, 0, 10,
+                 include_minimum=False, include_maximum=False)
     total_steps = check_int("total_steps", total_steps, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0, maximum=total_steps - 1)
     check_number("final_fraction", final_fraction, 0, 1)
@@ -32,7 +34,9 @@ def warmup_cosine(peak_learning_rate: float, total_steps: int, warmup_steps: int
     )
 
 
-def adamw(learning_rate, weight_decay: float = 0.1, clipnorm: float | None = 1.0) -> keras.optimizers.AdamW:
+def adamw(
+    learning_rate, weight_decay: float = 0.1, clipnorm: float | None = 1.0
+) -> keras.optimizers.AdamW:
     """AdamW with ``beta_2 = 0.99`` and clipping at global norm ``clipnorm`` (None: no clipping);
     biases and LayerNorm scales and offsets are not decayed. ``learning_rate`` is a number, a
     schedule (:func:`warmup_cosine`) or a callable."""

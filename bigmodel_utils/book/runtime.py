@@ -12,6 +12,7 @@ Used in every chapter.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import platform
@@ -238,13 +239,35 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     return None
 
 
+ARGUMENT_CHECKS = ("check_int", "check_number", "check_choice", "positive", "positive_int", "non_negative",
+                   "fraction")
+"""The functions of :mod:`bigmodel_utils.validation`: :func:`show_source` folds the statements that call them."""
+
+
+FOLDED_CHECKS = "# (argument checks left out: bigmodel_utils.validation)"
+
+
+def _argument_checks(body: list) -> list:
+    """The statements at the start of a function's body (after its docstring) that only check arguments."""
+    checks = []
+    for statement in body:
+        value = getattr(statement, "value", None)
+        call = value if isinstance(statement, (ast.Expr, ast.Assign)) else None
+        name = getattr(getattr(call, "func", None), "id", None) or getattr(getattr(call, "func", None), "attr", None)
+        if isinstance(call, ast.Call) and name in ARGUMENT_CHECKS:
+            checks.append(statement)
+        elif not (isinstance(statement, ast.Expr) and isinstance(value, ast.Constant)):  # a docstring
+            break
+    return checks
+
+
 def show_source(*objects, docstrings: bool = False) -> None:
     """Print the source code of functions or classes of the package: exactly the code the next cells run.
 
     Chapters use it where the code is the lesson, instead of retyping a helper's body. Docstrings are left
-    out unless ``docstrings=True``: the chapter's prose says what the code is for.
+    out unless ``docstrings=True``: the chapter's prose says what the code is for. So are the argument checks
+    a public function starts with (calls to :mod:`bigmodel_utils.validation`), folded into one comment.
     """
-    import ast
     import inspect
     import textwrap
 
@@ -254,14 +277,21 @@ def show_source(*objects, docstrings: bool = False) -> None:
     for item in objects:
         lines = textwrap.dedent(inspect.getsource(item)).splitlines()
         if not docstrings:
-            drop = set()
+            drop, notes = set(), {}
             for node in ast.walk(ast.parse("\n".join(lines))):
                 body = getattr(node, "body", None)
-                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and body \
-                        and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or not body:
+                    continue
+                if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                         and isinstance(body[0].value.value, str):
                     drop.update(range(body[0].lineno - 1, body[0].end_lineno))
-            kept = [line for number, line in enumerate(lines) if number not in drop]
+                checks = _argument_checks(body) if isinstance(node, ast.FunctionDef) else []
+                if checks:
+                    for check in checks:
+                        drop.update(range(check.lineno - 1, check.end_lineno))
+                    notes[checks[0].lineno - 1] = " " * checks[0].col_offset + FOLDED_CHECKS
+            kept = [notes.get(number, line) for number, line in enumerate(lines)
+                    if number not in drop or number in notes]
             # no blank line between a class's header and its first method
             lines = [line for i, line in enumerate(kept)
                      if line.strip() or not (i and kept[i - 1].rstrip().endswith(":"))]

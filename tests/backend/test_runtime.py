@@ -155,3 +155,17 @@ def test_show_source_prints_the_code_without_its_docstring(capsys):
     assert '"""Pick the default for ``profile``' in capsys.readouterr().out
     with pytest.raises(ValueError, match="at least one"):
         runtime.show_source()
+
+
+def test_show_source_folds_the_argument_checks_into_one_comment(capsys):
+    from bigmodel_utils import optimizers
+
+    runtime.show_source(optimizers.warmup_cosine)
+    shown = capsys.readouterr().out.splitlines()
+    assert "check_" not in "\n".join(shown) and "include_minimum" not in "\n".join(shown)
+    assert shown[3] == "    # (argument checks left out: bigmodel_utils.validation)"
+    assert shown[4] == "    return keras.optimizers.schedules.CosineDecay("
+    with pytest.raises(ValueError, match="warmup_steps must be an integer from 0 to 9, got 10"):
+        optimizers.warmup_cosine(1e-3, 10, 10)  # the checks still run, only the page leaves them out
+    runtime.show_source(optimizers.adamw)  # nothing to fold
+    assert "argument checks" not in capsys.readouterr().out
