@@ -45,7 +45,9 @@ book: $(STAMP)
 
 ## make test: everything CI runs, in two legs side by side (one per core), then the browser check on the smoke book.
 ## The folders of tests/ say what each test is: unit (no Keras backend involved), backend (the package's Keras code,
-## run under each backend), chapters (each chapter executed), repository (checks of the repository itself), browser.
+## run under each backend), programs (the command line, the distributed search and the model service, started as
+## processes: once, under TensorFlow; the chapters' JAX runs start them under JAX), chapters (each chapter executed),
+## repository (checks of the repository itself), browser.
 ## Every chapter runs twice: under TensorFlow in the smoke profile, with the recorded-output check
 ## (tests/chapters/test_notebooks.py), and under JAX in the `full` profile shrunk by tests/conftest.py's SHRUNK_FULL.
 ## Measurements (`@pytest.mark.perf`) are left to `make bench`.
@@ -63,10 +65,10 @@ PYTEST := $(BIN)/pytest -q -p no:cacheprovider --durations=5
 legs: $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target leg-tensorflow leg-jax
 
-# TensorFlow: the backend-free unit tests, the repository's checks and the package's Keras tests; then every chapter
-# under smoke with its assertions and the recorded-output check (the executed copies feed the smoke book).
+# TensorFlow: the backend-free unit tests, the repository's checks, the package's Keras tests and its programs; then
+# every chapter under smoke with its assertions and the recorded-output check (the executed copies feed the smoke book).
 leg-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PYTEST) tests/unit tests/repository tests/backend
+	KERAS_BACKEND=tensorflow $(PYTEST) tests/unit tests/repository tests/backend tests/programs
 	KERAS_BACKEND=tensorflow $(PYTEST) tests/chapters -m "not jax_full"
 
 # JAX: the package's Keras tests under JAX; then every chapter's second run, under JAX in the shrunk full profile.
@@ -138,7 +140,7 @@ compat-%: $(COMPAT)/%/.installed
 	@bin=$(CURDIR)/$(COMPAT)/$*/bin; failed=; export KERAS_BACKEND=tensorflow; unset JAX_COMPILATION_CACHE_DIR; \
 	export BOOK_EXECUTED_DIR=$(CURDIR)/_build/compat-executed/$*; \
 	echo "== $*: $$($$bin/python -c 'import sys, keras, tensorflow as tf; print("Python", sys.version.split()[0], "TensorFlow", tf.__version__, "Keras", keras.__version__)')"; \
-	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests/unit tests/backend -q -p no:cacheprovider || failed="$$failed unit"; \
+	SECONDS=0; PATH=$$bin:$$PATH $$bin/pytest tests/unit tests/backend tests/programs -q -p no:cacheprovider || failed="$$failed unit"; \
 	echo "== $*: unit tests took $$SECONDS s"; \
 	SECONDS=0; PATH=$$bin:$$PATH BOOK_PROFILE=smoke $$bin/pytest tests/chapters/test_notebooks.py -q \
 	  -k test_chapter_runs_and_reports -p no:cacheprovider || failed="$$failed chapters"; \

@@ -119,7 +119,7 @@ SHRUNK_FULL = {
     # class again, which the classification report needs), one epoch of each model, small timing and distribution
     # runs. Batches stay even: MirroredStrategy on two CPU replicas fails on a batch of odd size (AddN of 15 and 14
     # images), which no profile's own sizes make. The command-line demo (a second TensorFlow process, run by quick
-    # too and by tests/backend/test_cli.py) stays off, and so does CIFAR-10, which needs the network.
+    # too and by tests/programs/test_cli.py) stays off, and so does CIFAR-10, which needs the network.
     "04_cnn_on_gpu": dict(
         NUM_TRAIN=40,
         NUM_TEST=20,
