@@ -1,8 +1,10 @@
 """The from-scratch NumPy code of chapter 3 against Keras (TensorFlow or JAX backend), on random inputs of
 several shapes and dtypes.
 
-Tolerances (elementwise |ours - theirs| <= atol + rtol * |theirs|): float64 rtol 1e-5 (atol 1e-12 for exact
-zeros); float32 rtol 1e-4, atol 1e-5, since float32 keeps about 7 digits and the backend may sum in another order.
+Tolerances are the chapter's, ``scratch.TOLERANCES`` (elementwise |ours - theirs| <= atol + rtol * |theirs|):
+float64 rtol 1e-5 (atol 1e-12 for exact zeros); float32 rtol 1e-4, atol 1e-5, since float32 keeps about 7 digits
+and the backend may sum in another order. ``test_tolerances_pass_rounding_and_fail_a_one_character_bug`` shows they
+sit between the two: rounding passes with room to spare, a plausible bug fails.
 Gradients come from the backend's autodiff (``autodiff.value_and_grad``: GradientTape or jax.grad); under JAX
 the tests turn on 64-bit mode, without which JAX silently computes float64 inputs in float32.
 """
@@ -16,7 +18,6 @@ import pytest
 from bigmodel_utils import scratch
 from bigmodel_utils.backend import autodiff
 
-TOL = {"float64": {"rtol": 1e-5, "atol": 1e-12}, "float32": {"rtol": 1e-4, "atol": 1e-5}}
 DTYPES = ("float64", "float32")
 SHAPES = ((1, 2), (7, 3), (32, 10))
 
@@ -24,7 +25,10 @@ SHAPES = ((1, 2), (7, 3), (32, 10))
 def close(ours, theirs, dtype):
     ours, theirs = np.asarray(ours), keras.ops.convert_to_numpy(theirs)
     assert ours.dtype == np.dtype(dtype), f"scratch result is {ours.dtype}, expected {dtype}"
-    np.testing.assert_allclose(ours, theirs, **TOL[dtype])
+    # float64's rtol of 1e-5 cannot tell float32 arithmetic (about 1e-7 relative) from float64: the reference's
+    # dtype says whether the backend really computed in float64 (JAX without 64-bit mode would not)
+    assert theirs.dtype == np.dtype(dtype), f"the reference is {theirs.dtype}, expected {dtype}"
+    np.testing.assert_allclose(ours, theirs, **scratch.TOLERANCES[dtype])
 
 
 def random(rng, shape, dtype, scale=3.0):
@@ -51,11 +55,6 @@ def float64_on_every_backend():
     autodiff.enable_float64()
     yield
     jax.config.update("jax_enable_x64", previous)
-
-
-def test_tolerances_are_the_ones_the_chapter_states():
-    assert scratch.TOLERANCES == TOL
-    assert scratch.TOLERANCES["float64"]["rtol"] <= 1e-5
 
 
 # ---------------------------------------------------------------- activations and dense layers
@@ -286,6 +285,42 @@ def test_adam_matches_keras_adam_step_by_step(shape, dtype, floatx):
         w, m, v = scratch.adam_step_keras(w, g, m, v, t, lr=0.01)
         optimizer = keras.optimizers.Adam(0.01, beta_1=real(0.9), beta_2=real(0.999))
         close(w, run_keras(optimizer, w0, gradients[:t]), dtype)
+
+
+ADAM_BUGS = {
+    "beta_2 typed as 0.99": lambda w, g, m, v, t: scratch.adam_step_keras(w, g, m, v, t, lr=0.01, beta2=0.99),
+    "bias correction one step late": lambda w, g, m, v, t: scratch.adam_step_keras(w, g, m, v, t + 1, lr=0.01),
+}
+
+
+@pytest.mark.parametrize("bug", ADAM_BUGS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tolerances_pass_rounding_and_fail_a_one_character_bug(dtype, bug, floatx):
+    """The tolerances are tight enough to catch a real error: ten Adam steps with a one-character bug move the
+    weights by 2e-4 (beta_2) or 6e-3 (the step count) from Keras's, and fail the agreement check at the chapter's
+    tolerance (about 5 and 180 times it in float32, 65 and 3,000 times in float64), while the right steps differ
+    from Keras by rounding only, under a tenth of the tolerance."""
+    floatx(dtype)
+    real = hyperparameter_type(dtype)
+    w0, gradients = gradient_sequence((4, 5), dtype, seed=2)
+    reference = run_keras(keras.optimizers.Adam(0.01, beta_1=real(0.9), beta_2=real(0.999)), w0, gradients)
+
+    def run(step):
+        w, m, v = w0, np.zeros_like(w0), np.zeros_like(w0)
+        for t, g in enumerate(gradients, start=1):
+            w, m, v = step(w, g, m, v, t)
+        return w
+
+    tolerance = scratch.TOLERANCES[dtype]
+    allowed = tolerance["atol"] + tolerance["rtol"] * np.abs(reference.astype(np.float64))
+    right = run(lambda w, g, m, v, t: scratch.adam_step_keras(w, g, m, v, t, lr=0.01))
+    assert scratch.agreement(right, reference)["passed"]
+    assert np.max(np.abs(right - reference) / allowed) < 0.1
+    wrong = scratch.agreement(run(ADAM_BUGS[bug]), reference)
+    assert not wrong["passed"], f"{bug}: {wrong}"
+    assert (wrong["rtol"], wrong["atol"]) == (tolerance["rtol"], tolerance["atol"])  # judged at the chapter's
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        close(run(ADAM_BUGS[bug]), reference, dtype)
 
 
 def test_paper_adam_equals_keras_form_with_epsilon_rescaled_and_differs_without():

@@ -71,7 +71,6 @@ def test_training_experiments_learned_something(results):
     losses = results["final_loss_by_optimizer"]
     assert all(math.isfinite(v) for v in losses.values())
     assert losses["Adam"] < losses["SGD"]
-    assert results["achieved_gflops_per_s"] > 0
 
 
 def test_full_profile_shrunk_trains_on_four_fractions_of_the_full_dataset(jax_full):
@@ -82,4 +81,3 @@ def test_full_profile_shrunk_trains_on_four_fractions_of_the_full_dataset(jax_fu
     assert 0.7 < accuracy["19200"] <= 1.0  # one epoch of 150 steps (0.82 measured); chance is 0.1
     assert accuracy["19200"] > accuracy["300"]
     assert results["final_loss_by_optimizer"]["Adam"] < results["final_loss_by_optimizer"]["SGD"]
-    assert results["achieved_gflops_per_s"] > 0

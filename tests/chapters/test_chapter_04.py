@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from bigmodel_utils.cnn import models
@@ -22,12 +23,23 @@ def jax_full(run_jax_full):
     return run_jax_full("04_cnn_on_gpu")
 
 
+def correct_answers(accuracy: float, num_images: int) -> int:
+    """The number of right answers an accuracy stands for, checked to be a whole number of the images."""
+    correct = accuracy * num_images
+    assert correct == pytest.approx(round(correct), abs=1e-3), (accuracy, num_images)
+    assert 0 <= round(correct) <= num_images
+    return round(correct)
+
+
 def test_both_models_learned_and_were_timed_inside_the_run(results):
+    assert results["num_test"] == 500
     for name in ("classic", "improved"):
         model = results[name]
         # Ten classes: chance is 0.1. Smoke trains one or two epochs on 1,800 images.
         assert model["test_accuracy"] > 0.3, (name, model["test_accuracy"])
-        assert model["parameters"] > 0 and model["memory_mib"] > 0
+        correct_answers(model["test_accuracy"], results["num_test"])  # evaluated on the 500 test images
+        # the training rate is the training images over the recorded (median) epoch time
+        assert model["train_images_per_second"] == pytest.approx(results["num_train"] / model["seconds_per_epoch"])
     classic, improved = results["classic"], results["improved"]
     # The epoch timers measured epochs of this run: together they fit inside the chapter's own time.
     assert 0 < classic["seconds_per_epoch"] * classic["epochs"] + improved["train_seconds"] < results["chapter_seconds"]
@@ -42,6 +54,10 @@ def test_parameter_counts_match_the_builders(results):
     assert classic["parameters"] == models.build_classic_cnn((28, 28, 1)).count_params()
     width = improved["width"]
     assert improved["parameters"] == models.build_improved_cnn((28, 28, 1), width=width).count_params()
+    # the memory estimates are those of the models trained, at the batch each trained with
+    assert classic["memory_mib"] == models.memory_estimate(models.build_classic_cnn((28, 28, 1)), 32)["total_mib"]
+    assert improved["memory_mib"] == models.memory_estimate(
+        models.build_improved_cnn((28, 28, 1), width=width), improved["batch_size"])["total_mib"]
 
 
 def test_training_started_from_a_sane_state_and_ran_every_epoch(results):
@@ -62,11 +78,13 @@ def test_checkpoint_folder_is_keyed_on_the_run_settings(results):
 def test_equal_budget_comparison_uses_both_histories(results):
     budget = results["equal_budget"]
     assert budget["epochs"] == min(results["classic"]["epochs"], results["improved"]["epochs_completed"])
+    num_val = results["num_train"] // 9  # the 200 held-out images
     for name in ("classic", "improved"):
-        assert 0.1 < budget[f"{name}_validation_accuracy"] <= 1.0, name
+        assert correct_answers(budget[f"{name}_validation_accuracy"], num_val) > num_val // 10, name  # chance: 20
         assert 0 < budget[f"{name}_seconds"] < results["chapter_seconds"]
-    assert budget["classic_seconds"] == pytest.approx(budget["epochs"] * results["classic"]["seconds_per_epoch"],
-                                                      rel=0.5)
+    # smoke trains the classic model for one epoch: its time at the equal budget is that epoch's, the one recorded
+    assert results["classic"]["epochs"] == budget["epochs"] == 1
+    assert budget["classic_seconds"] == pytest.approx(results["classic"]["seconds_per_epoch"])
 
 
 def test_throughput_measures_this_model_on_this_machine(results):
@@ -74,14 +92,18 @@ def test_throughput_measures_this_model_on_this_machine(results):
     classic, optimised = throughput["classic_images_per_second"], throughput["optimised_images_per_second"]
     assert throughput["setups"]["classic"]["batch_size"] == 32
     assert throughput["setups"]["optimised"]["batch_size"] > 32
-    # The benchmark and the training run time the same model on the same machine, by different code:
-    # their rates agree within a factor of 20 (a unit slip, seconds for milliseconds, would not).
-    trained = results["improved"]["train_images_per_second"]
-    for rate in (classic, optimised):
-        assert trained / 20 < rate < trained * 20, (rate, trained)
+    # Rates are checked against the times recorded beside them (a unit slip, seconds for milliseconds, would
+    # show), not bounded: timings on a shared machine vary too much for that
     for setup in throughput["setups"].values():
         assert len(setup["run_seconds"]) == throughput["runs"]
         assert sum(setup["run_seconds"]) < results["chapter_seconds"]
+        # each rate is the images of a timed pass over its median time
+        assert setup["images_per_run"] == throughput["images_per_run"]
+        assert setup["median_seconds"] == pytest.approx(float(np.median(setup["run_seconds"])))
+        assert setup["images_per_second"] == pytest.approx(setup["images_per_run"] / setup["median_seconds"])
+    assert classic == throughput["setups"]["classic"]["images_per_second"]
+    assert optimised == throughput["setups"]["optimised"]["images_per_second"]
+    assert throughput["speedup"] == pytest.approx(optimised / classic)
 
 
 def test_mirrored_strategy_and_apply_steps(results):
@@ -94,6 +116,13 @@ def test_mirrored_strategy_and_apply_steps(results):
     assert mirrored["val_accuracy"] * num_val == pytest.approx(round(mirrored["val_accuracy"] * num_val), abs=1e-3)
     assert results["apply"]["reload_matches"] is True and results["apply"]["single_shape"] == [1, 10]
     assert all(results["checks"].values()), results["checks"]
+
+
+def test_inverted_images_lower_the_accuracy(results):
+    # The chapter's warning at the door: the same 200 test images, inverted, are classified far worse
+    apply = results["apply"]
+    as_trained, inverted = (correct_answers(apply[k], 200) for k in ("accuracy_as_trained", "inverted_accuracy"))
+    assert as_trained > 60 and inverted < as_trained  # chance is 20 of 200 (92 and 32 measured)
 
 
 def test_under_jax_data_parallel_takes_the_place_of_mirrored_strategy(jax_full):
@@ -124,8 +153,11 @@ def test_full_profile_shrunk_trains_the_classic_model_at_224(jax_full):
     assert classic["input_shape"] == [224, 224, 3]  # through the pipeline, not the 28x28x1 arrays
     assert classic["parameters"] == classic["parameters_224"] == 44_401_226 and classic["epochs"] == 1
     assert classic["probe_224_seconds_per_epoch"] is None  # the full profile trains at 224 instead of probing
-    assert 0.0 <= classic["test_accuracy"] <= 1.0
-    assert classic["test_accuracy"] * 20 == pytest.approx(round(classic["test_accuracy"] * 20), abs=1e-4)
+    # one epoch on 36 images is a run of the branch, not training: its accuracy is a count of right answers among
+    # the 20 test images, at 224x224x3 through the pipeline, with no claim of learning
+    correct_answers(classic["test_accuracy"], results["num_test"])
+    assert results["throughput"]["speedup"] == pytest.approx(
+        results["throughput"]["optimised_images_per_second"] / results["throughput"]["classic_images_per_second"])
     assert classic["memory_mib"] == models.memory_estimate(models.build_classic_cnn((224, 224, 3)), 32)["total_mib"]
     assert classic["train_images_per_second"] == pytest.approx(36 / classic["seconds_per_epoch"])
     improved = results["improved"]

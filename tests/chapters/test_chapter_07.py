@@ -75,17 +75,30 @@ def test_service_validates_answers_everything_and_leaves_nothing(results):
 
 
 def test_decoding_costs_follow_the_bandwidth_formula(results):
-    assert 1e9 < results["memory_bandwidth"] < 1e12
-    assert all(r["measured tokens/s"] > 0 for r in results["decode"])
+    # Measured rates are checked against what the run recorded beside them, not bounded: the prediction is the
+    # batch's tokens at the measured bandwidth over the bytes a step reads, and the achieved bandwidth is those
+    # bytes at the measured rate
+    bandwidth = results["memory_bandwidth"]
+    for row in results["decode"]:
+        step_bytes = row["MB read per step"] * 1e6
+        assert row["predicted tokens/s"] == pytest.approx(row["batch"] * bandwidth / step_bytes)
+        assert row["achieved GB/s"] * 1e9 == pytest.approx(step_bytes * row["measured tokens/s"] / row["batch"])
+    batches = [row["batch"] for row in results["decode"]]
+    read = [row["MB read per step"] for row in results["decode"]]
+    assert batches == sorted(batches) and read == sorted(read)  # a larger batch reads more cache per step
     kv = {r["name"]: r for r in results["kv_cache"]}
     assert kv["Llama 3 8B"]["KV kB per token"] == pytest.approx(131.072)  # 2 * 32 * 8 * 128 * 2 bytes
     assert kv["Llama 2 7B"]["KV kB per token"] == pytest.approx(4 * 131.072)  # 32 KV heads instead of 8
     for row in results["roofline"]:
         assert row["batch 1"] < row["batch 16"] < row["batch 64"]
     h100 = next(r for r in results["roofline"] if "H100" in r["GPU"])
-    # batch 1: about 3.35 TB/s over 16 GB of weights plus 2,048 tokens of cache
-    assert 150 < h100["batch 1"] < 230
-    assert results["prefill"]["speedup"] > 1
+    # batch 1: 3.35 TB/s over 16,060,522,496 bytes of weights plus 2,048 x 131,072 of cache: 205.2 tokens/s
+    assert h100["batch 1"] == pytest.approx(3.35e12 / (16_060_522_496 + 2048 * 131_072), rel=1e-9)
+    prefill = results["prefill"]  # the prompt fills the served model's context, one sequence
+    assert prefill["prompt_length"] == results["base_config"]["context"] and prefill["batch"] == 1
+    assert prefill["speedup"] == pytest.approx(prefill["prefill_tokens_per_second"]
+                                               / prefill["decode_tokens_per_second"])
+    assert prefill["prefill_tokens_per_second"] == pytest.approx(prefill["prompt_length"] / prefill["prefill_seconds"])
 
 
 def test_prices_and_break_even_are_consistent(results):
@@ -95,7 +108,6 @@ def test_prices_and_break_even_are_consistent(results):
     even = results["break_even"]
     assert even["volume_per_month"] == pytest.approx(even["fixed_usd_per_month"] * 1e6 / even["api_price"])
     assert even["capacity_per_month"] > 0
-    assert 0 < results["chapter_seconds"] < 600
 
 
 def test_full_profile_shrunk_quantises_to_float8_too(jax_full):
@@ -109,5 +121,4 @@ def test_full_profile_shrunk_quantises_to_float8_too(jax_full):
     assert float8["weight MB"] > gpt_float["weight MB"]
     assert abs(float8["val loss"] - gpt_float["val loss"]) < 0.01 * gpt_float["val loss"]
     assert float8["perplexity"] == pytest.approx(math.exp(float8["val loss"]))
-    assert float8["ms per batch"] > 0
     assert results["adaptations"]["lora"]["trainable"] > 0 and results["serving"]["leftovers"] == []

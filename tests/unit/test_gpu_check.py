@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gpu_check  # tools/ is on sys.path (conftest.py)
 import pytest
@@ -66,16 +67,25 @@ def test_dry_run_trains_both_models_without_tensorflow(dry_run):
     cnn, gpt = report["rows"]
     assert cnn["model"].startswith("CNN ch. 4") and cnn["unit"] == "images/s"
     assert gpt["model"].startswith("GPT ch. 6") and gpt["unit"] == "tokens/s"
-    for row in (cnn, gpt):
+    items_per_step = {"cnn": gpu_check.DRY["cnn"]["BATCH_SIZE"],  # images, and tokens, a step
+                      "gpt": gpu_check.DRY["gpt"]["BATCH_SIZE"] * gpu_check.DRY["gpt"]["CONTEXT"]}
+    for name, row in (("cnn", cnn), ("gpt", gpt)):
         assert row["precision"] == report["precision"] in ("float32", "mixed_bfloat16")
-        assert row["throughput"] > 0
+        # three 2-step windows: the first (compile) is left out of the median
+        assert row["steps"] == 6 and row["timed_windows"] == 2 and row["window_steps"] == [2, 2, 2]
+        # the throughput is the median rate of the two timed windows, as recorded; the training time their sum
+        rates = [items_per_step[name] * 2 / seconds for seconds in row["window_seconds"][1:]]
+        assert row["throughput"] == pytest.approx(sum(rates) / 2)
+        assert row["train_seconds"] == pytest.approx(sum(row["window_seconds"]))
+        assert row["compile_window_seconds"] == row["window_seconds"][0]
         assert row["achieved_tflops"] == pytest.approx(row["flops_per_item"] * row["throughput"] / 1e12)
         assert row["mfu"] is None and row["peak_tflops"] is None  # a CPU has no datasheet peak
-        # three 2-step windows: the first (compile) is left out of the median
-        assert row["steps"] == 6 and row["timed_windows"] == 2
-        assert row["train_seconds"] >= row["compile_window_seconds"] > 0
         assert row["jit_compile"] is True
-    assert 0.0 <= cnn["value"] <= 1.0 and cnn["metric"] == "test accuracy"
+    assert cnn["metric"] == "test accuracy"
+    # an accuracy over the dry run's 256 test images is a whole number of right answers (chance is about 26;
+    # six steps of a width-4 model need not beat it)
+    correct = cnn["value"] * gpu_check.DRY["cnn"]["NUM_TEST"]
+    assert correct == pytest.approx(round(correct), abs=1e-3) and 0 <= round(correct) <= 256
     assert gpt["metric"] == "validation loss" and math.isfinite(gpt["value"])
     assert gpt["value"] < math.log(gpt["vocab_size"]) + 1
     # FLOPs per item from the package's counts, checked against the formulas by hand
@@ -169,14 +179,27 @@ def test_windows_leave_out_the_compile_window_and_respect_the_bounds():
                                    max_window=4)
     assert capped.steps == [1, 1, 4, 4, 4, 4, 2]  # resized from the second (compiled) window on
 
-    def slow(steps):
-        time.sleep(0.002 * steps)
 
-    start = time.perf_counter()
-    bounded = gpu_check.run_windows(lambda start, steps: steps, slow, max_steps=10_000, budget_seconds=0.6,
+
+def test_windows_stop_before_the_budget_on_a_simulated_clock(monkeypatch):
+    # A clock that only the training moves, 2 ms a step, makes the budget's arithmetic exact (no wall time):
+    # two 5-step windows (10 ms each), then windows sized to budget / 40 = 0.5 s at least, i.e. 250 steps. After
+    # the third window 0.52 s have passed and another would end at 1.02 s, past the 0.6 s budget: it stops.
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def train(steps):
+        clock[0] += 0.002 * steps
+
+    bounded = gpu_check.run_windows(lambda start, steps: steps, train, max_steps=10_000, budget_seconds=0.6,
                                     first_window=5)
-    assert len(bounded.steps) >= 2 and bounded.total_steps < 10_000
-    assert time.perf_counter() - start < 0.6 + 0.3
+    assert bounded.steps == [5, 5, 250] and bounded.total_steps == 260
+    assert bounded.seconds == pytest.approx([0.01, 0.01, 0.5])
+    assert clock[0] == pytest.approx(0.52) and clock[0] <= 0.6
+    # a budget that leaves room for the first two windows only still runs both (they always run)
+    clock[0] = 0.0
+    assert gpu_check.run_windows(lambda start, steps: steps, train, max_steps=10_000, budget_seconds=0.001,
+                                 first_window=5).steps == [5, 5]
 
 
 def _full_values(notebook: Path) -> dict:

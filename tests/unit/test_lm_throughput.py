@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,20 +40,45 @@ def installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "plain-torch": "torch"}
+TOKENS_PER_REPEAT = 3 * 8 * 16  # --steps 3 of --batch-size 8 windows of --context 16 tokens
+# chapter 6's training FLOPs per token at this size, by hand: 3 x (2N + 2 L T d + 2 d V), with
+# N = 2 (12 x 32^2 + 13 x 32) + 2 x 32 = 25,472, L = 2, T = 16, d = 32 and V = 65
+FLOPS_PER_TOKEN = 3 * (2 * 25_472 + 2 * 2 * 16 * 32 + 2 * 32 * 65)  # 171,456
+
+
 @pytest.mark.timeout(90)
 def test_every_installed_implementation_is_timed(report):
     data, stdout = report
     rows = {row["implementation"]: row for row in data["rows"]}
     assert list(rows) == IMPLEMENTATIONS
-    for name, package in [("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch"), ("plain-torch", "torch")]:
+    for name, package in PACKAGES.items():
         row = rows[name]
         if installed(package):
-            assert row["tokens_per_second"] > 0, row
-            assert 0 < row["mfu"] < 1, row  # a tiny model cannot run faster than the machine's best matmul
+            assert row["status"] == "ok" and len(row["repeat_seconds"]) == 1, row  # --repeats 1
+            # the rate is the repeat's tokens over its recorded seconds; its training FLOPs per token are the
+            # formula's for this model
+            assert row["tokens_per_second"] == pytest.approx(TOKENS_PER_REPEAT / row["repeat_seconds"][0])
+            assert row["training_flops_per_token"] == pytest.approx(FLOPS_PER_TOKEN)
+            assert math.isfinite(row["final_loss"])
             assert row["label"] in stdout  # the table is printed
         else:
             assert row["status"] == f"skipped: {package} is not installed"
             assert "tokens_per_second" not in row
+
+
+@pytest.mark.perf
+@pytest.mark.timeout(90)
+def test_perf_no_implementation_beats_this_machines_matmul(report):
+    # MFU here is the model's FLOPs per second over NumPy's float32 matmul rate, both measured in the same run
+    # (the script's parent process times the matmul): a tiny model cannot run faster than the machine's best
+    # matmul, and more would mean a miscount of its FLOPs
+    data, _ = report
+    timed = [row for row in data["rows"] if "tokens_per_second" in row]
+    assert timed, "no implementation was timed"
+    for row in timed:
+        print(f"{row['implementation']}: {row['tokens_per_second']:,.0f} tokens/s, MFU {row['mfu']:.2%}")
+        assert 0 < row["mfu"] < 1, row
 
 
 @pytest.mark.timeout(90)

@@ -11,6 +11,10 @@ import pytest
 from bigmodel_utils.calculators import trends
 
 RAW_EPOCH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "epoch_notable_ai_models_2025-03.csv"
+# ten rows of that file, unchanged (tests/fixtures/README.md says which and why)
+RAW_EXCERPT = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / (
+    "epoch_notable_ai_models_2025-03_excerpt.csv")
+BUNDLED_EPOCH = Path(__file__).resolve().parents[2] / "data" / "epoch_notable_models.csv"
 
 
 def test_exponential_fit_recovers_a_known_doubling_time():
@@ -99,6 +103,32 @@ def test_main_domain():
     assert trends.main_domain("Vision,Image generation") == "vision"
     assert trends.main_domain("Audio") == "speech"
     assert trends.main_domain("Robotics") == "other"
+
+
+def test_trimming_an_excerpt_of_the_raw_file_gives_the_bundled_rows():
+    trimmed = trends.trim_epoch_table(RAW_EXCERPT)
+    # the row without a publication date (Llama 4 Behemoth) is dropped; the other nine keep the source's order
+    assert trimmed["model"].tolist() == [
+        "EXAONE Deep 32B", "QwQ-32B", "Llama 2-7B", "Whisper", "CLIP (ViT L/14@336px)", "GPT-3 175B (davinci)",
+        "AlexNet", "Theseus"]
+    assert list(trimmed.columns) == [c for c in trends.EPOCH_COLUMNS if c != "year"]
+    rows = trimmed.set_index("model")
+    # Epoch lists Llama 2-7B with 7e10 parameters; the paper's 7e9 replaces it, and the note says so
+    assert rows.loc["Llama 2-7B", "parameters"] == 7e9 and "corrected from 7e10" in rows.loc["Llama 2-7B", "notes"]
+    assert rows["domain"].to_dict() == {
+        "EXAONE Deep 32B": "language", "QwQ-32B": "language", "Llama 2-7B": "language", "Whisper": "speech",
+        "CLIP (ViT L/14@336px)": "multimodal", "GPT-3 175B (davinci)": "language", "AlexNet": "vision",
+        "Theseus": "other"}
+    assert rows.loc["GPT-3 175B (davinci)", "training_flop"] == pytest.approx(3.14e23)
+    # and every row is the bundled file's, which was trimmed from the whole snapshot (written to 6 digits)
+    bundled = pd.read_csv(BUNDLED_EPOCH)
+    positions = [int(np.flatnonzero(bundled["model"] == model)[0]) for model in trimmed["model"]]
+    assert positions == sorted(positions) and (bundled["model"].iloc[positions] == trimmed["model"].values).all()
+    expected = bundled.iloc[positions].reset_index(drop=True)
+    for column in ("parameters", "training_flop", "training_data_size"):
+        np.testing.assert_allclose(trimmed[column], expected[column], rtol=1e-5)
+    for column in ("domain", "domains", "organization", "publication_date", "confidence", "notes"):
+        assert trimmed[column].fillna("").tolist() == expected[column].fillna("").tolist(), column
 
 
 @pytest.mark.skipif(not RAW_EPOCH.is_file(), reason="Epoch AI's full CSV is not in ../shared/reference")
