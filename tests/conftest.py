@@ -138,7 +138,7 @@ SHRUNK_FULL = {
     # and one Bayesian trial (smoke runs two of each), Hyperband up to 2 epochs with factor 2 (two brackets and one
     # continued trial, as against smoke's single bracket); the test split stays the full one, and the narrowest
     # baseline keeps its passes over it cheap. The distributed demo (three more processes, run by quick too) is left
-    # to tests/backend/test_tuning.py.
+    # to tests/programs/test_tuning.py.
     "05_tuning": dict(
         NUM_SEARCH_TRAIN=64,
         NUM_VAL=64,

@@ -16,8 +16,9 @@ there, so the CNN trains on all 60,000 images offline; otherwise
 subset and says so. Tiny Shakespeare and the datasheet table are read from the repository's ``data/``.
 
 Both models run in their chapters' ``full`` configurations (the parameters cells of
-``chapters/04_cnn_on_gpu.ipynb`` and ``chapters/06_language_models.ipynb``; ``tests/unit/test_gpu_check.py`` checks that
-the numbers here match them), with the precision policy that ``training.resolve_precision_policy`` picks for the
+``chapters/04_cnn_on_gpu.ipynb`` and ``chapters/06_language_models.ipynb``;
+``tests/repository/test_gpu_check.py`` checks that the numbers here match them), with the precision policy
+that ``training.resolve_precision_policy`` picks for the
 device (``mixed_bfloat16`` on compute capability 8.0 or more). Each model trains for at most
 ``--seconds-per-model`` seconds (compile included) or its chapter's full schedule, whichever ends first, in windows
 of steps: the first window (compile and warm-up) is left out and the throughput is the median over the others.
@@ -28,7 +29,7 @@ achieved FLOP/s by the GPU's datasheet dense peak at the training precision (the
 augmentation is left out: done in NumPy on the host it would time the input pipeline, not the GPU.
 
 With no GPU visible it refuses (exit code 2) unless ``--dry-run``, which runs the same path on the CPU with tiny
-shapes and a few steps (``tests/unit/test_gpu_check.py``). It never imports TensorFlow.
+shapes and a few steps (``tests/repository/test_gpu_check.py``). It never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ POLICY_PRECISION = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16", "f
 float32 policy gets from JAX on Ampere and later (its default matmul precision uses TF32 tensor cores); a GPU
 without TF32 (T4) gets its plain float32 figure instead."""
 
-# The chapters' `full` configurations (their parameters cells; tests/unit/test_gpu_check.py compares them).
+# The chapters' `full` configurations (their parameters cells; tests/repository/test_gpu_check.py compares them).
 FULL = {
     "cnn": {  # chapters/04_cnn_on_gpu.ipynb
         "WIDTH": 32, "BATCH_SIZE": 256, "EPOCHS": 30, "NUM_TRAIN": 60000, "NUM_TEST": 10000,

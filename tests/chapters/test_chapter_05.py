@@ -82,7 +82,7 @@ def test_memory_and_time_records_agree(results):
     # the three searches and the baseline ran one after another inside the chapter's own time
     spent = sum(tuner["seconds"] for tuner in tuners.values()) + results["baseline"]["seconds"]
     assert 0 < spent < results["chapter_seconds"]
-    assert results["distributed"] is None  # smoke leaves the three-process demo to tests/backend/test_tuning.py
+    assert results["distributed"] is None  # smoke leaves the three-process demo to tests/programs/test_tuning.py
 
 
 def test_full_profile_shrunk_searches_the_full_dataset_with_hyperband_brackets(jax_full):
