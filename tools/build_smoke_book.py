@@ -57,7 +57,7 @@ def build_english() -> int:
     if not executed_copies_are_fresh():
         print("build_smoke_book: no fresh executed chapters in _build/executed; executing every chapter (smoke)")
         return jupyter_book(ROOT)
-    print("build_smoke_book: rendering the chapters `make notebooks` executed (_build/executed), execution off")
+    print("build_smoke_book: rendering the chapters `make test` executed (_build/executed), execution off")
     fresh_copy(SOURCE_COPY, BOOK_FILES, BOOK_DIRS)
     for notebook in EXECUTED.rglob("*.ipynb"):
         shutil.copy2(notebook, SOURCE_COPY / notebook.relative_to(EXECUTED))
