@@ -329,11 +329,6 @@ def windows(
 # --------------------------------------------------------------------------------------
 
 
-def poem_lines(poem: str) -> list[str]:
-    """The lines of a poem, split at :data:`POEM_BREAKS` (empty pieces dropped)."""
-    return [line for line in re.split(f"[{POEM_BREAKS}]", poem.strip()) if line]
-
-
 def is_quatrain(poem: str, line_length: int = 5) -> bool:
     """True when ``poem`` is four lines of ``line_length`` characters, each ended by
     punctuation.

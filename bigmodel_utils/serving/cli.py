@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ray import serve
 
+from bigmodel_utils.data.files import write_json_atomically
 from bigmodel_utils.serving.app import APP_NAME, serve_config
 from bigmodel_utils.serving.batching import BATCH_WAIT_TIMEOUT_S, DEFAULT_MAX_BATCH_SIZE, merge_settings
 from bigmodel_utils.validation import check_int
@@ -32,13 +33,6 @@ READY_PREFIX = "READY "
 # --------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, content: dict) -> None:
-    """Write ``content`` to ``path`` atomically: a reader sees the old file or the new one, never half."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content))
-    os.replace(partial, path)
-
-
 def _answer_path(control: Path) -> Path:
     return control.with_name(control.name + ".ack")
 
@@ -46,7 +40,7 @@ def _answer_path(control: Path) -> Path:
 def request_batching(control: Path, seq: int, settings: dict) -> None:
     """Ask the command line watching ``control`` to apply ``settings`` (checked by
     :func:`~bigmodel_utils.serving.batching.batching_settings`); ``seq`` numbers the request. Used in chapter 7."""
-    _write_json(control, {"seq": seq, **settings})
+    write_json_atomically(control, {"seq": seq, **settings})
 
 
 def batching_answer(control: Path) -> dict:
@@ -89,7 +83,7 @@ def _follow(client, config: dict, control: Path | None) -> None:
             continue
         last_seq, started = request.get("seq"), time.perf_counter()
         answer = {**_apply(client, config, request), "seconds": round(time.perf_counter() - started, 3)}
-        _write_json(_answer_path(control), answer)
+        write_json_atomically(_answer_path(control), answer)
         print(f"reconfigured: {json.dumps(answer)}", flush=True)
 
 
