@@ -222,3 +222,15 @@ def run_jax_full(run_chapter):
         return run_chapter(stem, profile="full", backend="jax", **SHRUNK_FULL[stem])
 
     return run
+
+
+@pytest.fixture(scope="module")
+def results(run_chapter, request):
+    """The chapter's run under TensorFlow in the smoke profile; the test module names it in ``CHAPTER``."""
+    return run_chapter(request.module.CHAPTER)
+
+
+@pytest.fixture(scope="module")
+def jax_full(run_jax_full, request):
+    """The chapter's second run, under JAX in the shrunk full profile; the module names it in ``CHAPTER``."""
+    return run_jax_full(request.module.CHAPTER)

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter("01_background")
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("01_background")
+CHAPTER = "01_background"
 
 
 def test_tables_loaded_and_cross_checked(results):

@@ -7,19 +7,10 @@ import math
 
 import pytest
 
+CHAPTER = "02_core_concepts"
+
 # which independent FLOP count the chapter prints under each backend
 FLOP_COUNTERS = {"tensorflow": "tensorflow profiler", "jax": "XLA cost analysis"}
-
-
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter("02_core_concepts")
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("02_core_concepts")
 
 
 def test_parameter_counts(results):

@@ -14,17 +14,6 @@ SECTIONS = ("dense_", "mse_", "cross_entropy_", "backprop_", "optimizer_", "glor
             "adam_invariant_to_loss_scale", "sweep_")
 
 
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter(CHAPTER)
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("03_math_from_scratch")
-
-
 def test_every_agreement_check_passes_and_every_section_has_checks(results):
     assert results["profile"] == "smoke"
     failing = [name for name, check in results["checks"].items() if not check["passed"]]

@@ -12,17 +12,6 @@ from bigmodel_utils.cnn import models
 CHAPTER = "04_cnn_on_gpu"
 
 
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter(CHAPTER)
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("04_cnn_on_gpu")
-
-
 def correct_answers(accuracy: float, num_images: int) -> int:
     """The number of right answers an accuracy stands for, checked to be a whole number of the images."""
     correct = accuracy * num_images

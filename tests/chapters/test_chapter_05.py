@@ -9,17 +9,6 @@ from bigmodel_utils import tuning
 CHAPTER = "05_tuning"
 
 
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter(CHAPTER)
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("05_tuning")
-
-
 def test_each_tuner_ran_two_tiny_trials(results):
     assert results["profile"] == "smoke"
     assert {kind: r["trials"] for kind, r in results["tuners"].items()} == {"random": 2, "hyperband": 2, "bayesian": 2}

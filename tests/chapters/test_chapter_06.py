@@ -6,16 +6,7 @@ import math
 
 import pytest
 
-
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter("06_language_models")
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("06_language_models")
+CHAPTER = "06_language_models"
 
 
 def test_tokenizers_cost_what_their_encodings_say(results):

@@ -11,16 +11,7 @@ import math
 import psutil
 import pytest
 
-
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter("07_model_to_product")
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("07_model_to_product")
+CHAPTER = "07_model_to_product"
 
 
 def test_lora_trains_a_small_share_and_its_factors_reattach(results):

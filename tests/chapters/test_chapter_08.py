@@ -7,16 +7,7 @@ import math
 import numpy as np
 import pytest
 
-
-@pytest.fixture(scope="module")
-def results(run_chapter):
-    return run_chapter("08_future_challenges")
-
-
-@pytest.fixture(scope="module")
-def jax_full(run_jax_full):
-    """The second run: under JAX, in the full profile shrunk (tests/conftest.py)."""
-    return run_jax_full("08_future_challenges")
+CHAPTER = "08_future_challenges"
 
 
 def test_growth_trends_and_power_law(results):
