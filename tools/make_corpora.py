@@ -5,8 +5,8 @@
   Complete Tang Poems, in the source's order, converted from traditional to simplified characters
   with OpenCC's ``t2s`` table; columns ``author``, ``title``, ``body``.
 
-The selection and the conversion are deterministic, so ``tests/unit/test_text.py`` rebuilds both files where
-``../shared`` exists and checks they equal the bundled ones. Run: ``python tools/make_corpora.py``.
+The selection and the conversion are deterministic, so ``tests/repository/test_make_corpora.py`` rebuilds both
+files where ``../shared`` exists and checks they equal the bundled ones. Run: ``python tools/make_corpora.py``.
 """
 
 from __future__ import annotations
