@@ -5,7 +5,7 @@
   batch use a linearly scaled rate (Goyal et al. 2017); chapters 4, 5 and 6 use it.
 * :func:`adamw`: AdamW (decoupled weight decay, Loshchilov and Hutter 2019) with ``beta_2 = 0.99``,
   gradient clipping at global norm ``clipnorm``, and no decay of biases and normalisation scales, as
-  GPT-style training does (chapters 6 and 8).
+  GPT-style training does (chapters 6 and 9).
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ SHRUNK_FULL = {
         GENERATED_TOKENS=2,
         DECODE_BATCHES=[1, 2],
     ),
-    "08_future_challenges": dict(
+    "09_future_challenges": dict(
         SCALING_WIDTHS=[4, 8, 16],
         SCALING_STEPS=4,
         SCALING_CONTEXT=16,

@@ -33,7 +33,7 @@ HARNESS = {"pytest", "pytest-timeout", "papermill", "nbformat", "ipykernel", "pl
 
 # Colab has these, but a chapter's install cell makes pip replace Colab's version, so they stay free here too.
 REPLACED = {
-    "attrs": "dp-accounting (chapter 8's install cell) needs attrs<24 from 0.5 on (0.4.x: numpy<2), so pip "
+    "attrs": "dp-accounting (chapter 9's install cell) needs attrs<24 from 0.5 on (0.4.x: numpy<2), so pip "
              "downgrades Colab's attrs",
 }
 

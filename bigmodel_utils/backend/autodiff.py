@@ -2,7 +2,7 @@
 
 :func:`value_and_grad` takes a function of arrays and returns its value and gradient, using
 ``tf.GradientTape`` (through :mod:`bigmodel_utils.backend.tensorflow_only`) or ``jax.value_and_grad``, as
-the backend dictates; :func:`per_example_gradients` takes one gradient per example (DP-SGD, chapter 8).
+the backend dictates; :func:`per_example_gradients` takes one gradient per example (DP-SGD, chapter 9).
 :func:`enable_float64` switches JAX to 64-bit arrays, which it leaves off by default, so float64
 comparisons mean the same on every backend.
 Used in chapter 3 and in the tests that check the from-scratch code against Keras.
@@ -57,7 +57,7 @@ def per_example_gradients(model: keras.Model, x, y, loss_fn) -> list:
     """Gradients of each example's loss ``loss_fn(y, model(x))`` with respect to ``model.trainable_variables``:
     one tensor per variable, of shape (batch, *variable.shape). TensorFlow vectorises the loop over examples
     with ``tf.vectorized_map``, JAX with ``jax.vmap``. The model must not mix examples inside a batch (no
-    batch normalisation in training mode). Used by DP-SGD (chapter 8)."""
+    batch normalisation in training mode). Used by DP-SGD (chapter 9)."""
     if backend_seam.name() == "tensorflow":
         from bigmodel_utils.backend import tensorflow_only  # a dispatch point to TensorFlow (see .importlinter)
 

@@ -9,7 +9,7 @@
 * :func:`graph_function`: a Python function of tensors traced into a graph under TensorFlow (DP-SGD's step).
 * :func:`default_jit_compile`: the backend's default for ``Model.compile(jit_compile=...)``.
 
-Used by chapter 6's generation (:mod:`bigmodel_utils.gpt`), chapter 7's export and server, chapter 8's DP-SGD.
+Used by chapter 6's generation (:mod:`bigmodel_utils.gpt`), chapter 7's export and server, chapter 9's DP-SGD.
 """
 
 from __future__ import annotations

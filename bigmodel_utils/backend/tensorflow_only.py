@@ -122,7 +122,7 @@ def make_tf_dataset(
     ``Sequential`` around them would use the backend's own ops (JAX) on graph tensors.
     Returns a dataset of (float32 images (B, S, S, C), int labels (B,)). The arguments
     are those :func:`bigmodel_utils.cnn.training.make_pipeline` checked. Used in
-    chapters 4, 5 and 8; under JAX and PyTorch without TensorFlow,
+    chapters 4, 5 and 9; under JAX and PyTorch without TensorFlow,
     :class:`bigmodel_utils.cnn.training.NumpyBatches` does the same in NumPy.
     """
 

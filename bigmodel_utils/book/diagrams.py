@@ -4,7 +4,7 @@ Each public ``draw_*`` function returns a matplotlib figure with a title; the ch
 text and a caption. The two primitives below keep the diagrams in one visual language: rounded boxes
 in the book's palette, joined by arrows.
 
-Used in chapters 3 to 8.
+Used in chapters 3 to 7 and 9.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def canvas(width: float, height: float, title: str, figsize: tuple[float, float]
 
 
 # ---------------------------------------------------------------------------
-# Concept diagrams of chapters 3, 4, 5 and 8
+# Concept diagrams of chapters 3, 4, 5 and 9
 # ---------------------------------------------------------------------------
 
 HIGHLIGHT = "#fde0c5"  # the part the caption points at
@@ -197,7 +197,7 @@ def draw_hyperband_brackets(rounds):
 def draw_dp_sgd_step():
     """One DP-SGD step: per-example gradients, clipped to norm C, summed, noised, averaged.
 
-    Returns the figure. Used in chapter 8.
+    Returns the figure. Used in chapter 9.
     """
     fig, ax = canvas(13, 3.9, "One DP-SGD step: clip every example's gradient, then add noise to the sum",
                      figsize=(11.5, 3.5))
@@ -232,7 +232,7 @@ def draw_dp_sgd_step():
 def draw_grad_cam():
     """How Grad-CAM weighs the last convolution's feature maps by the gradient of the class score.
 
-    Returns the figure. Used in chapter 8.
+    Returns the figure. Used in chapter 9.
     """
     fig, ax = canvas(12, 4.4, "Grad-CAM: weigh each feature map by how much it raises the class score",
                      figsize=(11, 4.0))

@@ -3,7 +3,7 @@
 One row per accelerator: its dense peak throughput at each precision (TFLOP/s), its memory (GB), memory
 bandwidth (GB/s) and board power (W), the month of the figures and the datasheet they come from. Three
 places read it: :mod:`~bigmodel_utils.calculators.costs` prices training runs with the peaks and the power
-(chapter 8), :mod:`~bigmodel_utils.techniques.decoding` predicts decoding speed from the bandwidths
+(chapter 9), :mod:`~bigmodel_utils.techniques.decoding` predicts decoding speed from the bandwidths
 (chapter 7), and ``tools/gpu_check.py`` divides measured FLOP/s by the peaks (model FLOP utilisation),
 matching a GPU's name against ``device_pattern``. ``data/README.md`` says how the figures were read.
 """

@@ -15,7 +15,7 @@ numbers a reader can look up or choose:
 
 :data:`PUBLISHED_RUNS` holds two runs whose papers or model cards report both
 the FLOP and the accelerator time, so the calculator can be checked against
-them (chapter 8 does). Used in chapter 8; chapter 2 computes the FLOP
+them (chapter 9 does). Used in chapter 9; chapter 2 computes the FLOP
 (``bigmodel_utils.calculators.footprint.training_flops``).
 """
 
@@ -166,7 +166,7 @@ def estimate_training_run(
     ``utilization`` is the fraction of the accelerator's dense peak the run
     achieves (MFU), ``price_per_gpu_hour`` a price per accelerator-hour that
     the caller states (the default, 2.0, is only an example), ``pue`` the data
-    centre's power usage effectiveness. Used in chapter 8.
+    centre's power usage effectiveness. Used in chapter 9.
     """
     spec = accelerator(accelerator_name)
     hours = gpu_hours(training_flop, spec.peak_flops, utilization)

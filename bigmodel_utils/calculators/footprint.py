@@ -19,7 +19,7 @@ Two functions read a built Keras model: :func:`layer_costs` applies the
 formulas to each layer's configuration, and the backend seam counts independently:
 :func:`bigmodel_utils.backend.jax_only.xla_flop_count` asks XLA's cost analysis (JAX) and
 :func:`bigmodel_utils.backend.tensorflow_only.flop_count` TensorFlow's profiler.
-Everything else is plain arithmetic. Used in chapters 1, 2 and 8.
+Everything else is plain arithmetic. Used in chapters 1, 2 and 9.
 """
 
 from __future__ import annotations

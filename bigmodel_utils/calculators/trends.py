@@ -1,7 +1,7 @@
 """Growth trends: exponential fits over time and power-law fits between quantities.
 
 Chapter 1 fits how fast training compute and parameter counts grew (a
-doubling time); chapter 8 fits power laws (loss against parameters or
+doubling time); chapter 9 fits power laws (loss against parameters or
 compute). Both are straight lines on log axes, fitted by least squares on
 log10 of the values.
 """
@@ -64,7 +64,7 @@ def fit_exponential_trend(years, values) -> ExponentialTrend:
 
     Returns an :class:`ExponentialTrend` whose ``doubling_time_months`` is the
     headline number. Non-finite pairs are dropped; values must be positive.
-    Used in chapters 1 and 8.
+    Used in chapters 1 and 9.
     """
     x, y = _clean_xy(years, values, "values")
     return ExponentialTrend(*_least_squares(x, np.log10(y)), n=int(x.size))
@@ -106,7 +106,7 @@ class PowerLaw:
 
 
 def fit_power_law(x, y) -> PowerLaw:
-    """Fit y = a * x**b by least squares on log10(x), log10(y); both must be positive. Used in chapter 8."""
+    """Fit y = a * x**b by least squares on log10(x), log10(y); both must be positive. Used in chapter 9."""
     x, y = _clean_xy(x, y, "y")
     if np.any(x <= 0):
         raise ValueError("x must be positive to be fitted on a log scale")
@@ -158,7 +158,7 @@ def load_landmark_models(include_tokens: bool = False):
     ``training_data``, ``source`` and ``notes`` (where each number comes from).
     With ``include_tokens=True`` a last column ``training_tokens`` gives the
     tokens seen in pre-training where the source states them (NaN elsewhere).
-    See ``data/README.md``. Used in chapters 1, 2 and 8.
+    See ``data/README.md``. Used in chapters 1, 2 and 9.
     """
     import pandas as pd
 
@@ -192,7 +192,7 @@ def load_epoch_models():
     (datapoints, as Epoch counts them), ``confidence`` (Epoch's rating of the
     compute figure) and ``notes`` (corrections this book made). NaN where
     Epoch has no value. Data: Epoch AI, CC BY 4.0; credit it under every
-    figure. Used in chapters 1 and 8.
+    figure. Used in chapters 1 and 9.
     """
     import pandas as pd
 

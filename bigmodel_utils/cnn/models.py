@@ -1,4 +1,4 @@
-"""Model builders shared by chapters 2, 4, 5 and 8, in backend-agnostic Keras 3.
+"""Model builders shared by chapters 2, 4, 5 and 9, in backend-agnostic Keras 3.
 
 ``build_classic_cnn`` is the model most introductions show (and its problems);
 ``build_improved_cnn`` is the book's better model for the same data.
@@ -73,7 +73,7 @@ def build_improved_cnn(
     """A compact CNN: three stages of two 3x3 conv + batch norm + ReLU, global average pooling, dropout.
 
     ``width`` is the number of filters in the first stage (doubled in each
-    later stage), which chapter 8 varies for its scaling experiment;
+    later stage), which chapter 9 varies for its scaling experiment;
     ``dense_units=0`` drops the hidden dense layer. Batch normalisation uses
     momentum 0.9, so its test-time statistics are usable after a few hundred
     steps. The output layer is float32 for mixed precision. Used in chapters

@@ -32,7 +32,7 @@ def book_file(filename: str, sha256: str) -> Path:
 
     In Colab the package is installed from git without ``data/``; the file is then fetched from the
     repository's ``main`` branch into the Keras cache, checked against ``sha256``, and the download is
-    announced. A file that does not match is never used. Used in chapters 1, 2 and 8.
+    announced. A file that does not match is never used. Used in chapters 1, 2 and 9.
     """
     local = data_dir() / filename
     if local.is_file():

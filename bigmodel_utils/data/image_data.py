@@ -8,7 +8,7 @@ in Debian's ``dataset-fashion-mnist`` files, in the subset bundled under
 the SHA-256 of the original arrays, so a corrupt or different file is never
 used silently.
 
-Used in chapters 3, 4, 5 and 8.
+Used in chapters 3, 4, 5 and 9.
 """
 
 from __future__ import annotations

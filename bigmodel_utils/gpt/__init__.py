@@ -10,7 +10,7 @@ training, generation and saving. One module per job; ``from bigmodel_utils impor
 * :mod:`.cache` and :mod:`.generate`: the KV cache (:class:`KVCache`), sampling and :func:`generate`.
 * :mod:`.persist`: :func:`save_language_model`, :func:`load_language_model`, :func:`load_or_train`.
 
-Used in chapter 6 (and by chapter 7, which adapts and serves the trained model, and chapter 8).
+Used in chapter 6 (and by chapter 7, which adapts and serves the trained model, and chapter 9).
 """
 
 from bigmodel_utils.gpt.attention import (

@@ -1,6 +1,6 @@
 """What a GPT of a given shape costs: its parameters (about ``12 L d**2`` plus embeddings and norms) and its
 FLOPs per token (Kaplan et al. 2020's ``2N + 2 L T d`` forward, with the output layer). Plain arithmetic on a
-:class:`~bigmodel_utils.gpt.model.GPTConfig`, no model is built. Used in chapter 6 (and by chapter 8's
+:class:`~bigmodel_utils.gpt.model.GPTConfig`, no model is built. Used in chapter 6 (and by chapter 9's
 scaling laws).
 """
 

@@ -1,6 +1,6 @@
 """Training a GPT for next-token prediction: the optimiser (the book's AdamW with warm-up and cosine decay,
 :mod:`bigmodel_utils.optimizers`), compiling, and a training loop on random windows of a token stream that
-records its curve and its time and resumes from a checkpoint. Used in chapter 6 (and by chapters 7 and 8).
+records its curve and its time and resumes from a checkpoint. Used in chapter 6 (and by chapters 7 and 9).
 """
 
 from __future__ import annotations

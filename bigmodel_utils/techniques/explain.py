@@ -13,7 +13,7 @@ images of shape (N, H, W, C):
 * :func:`integrated_gradients` (Sundararajan et al. 2017): averages gradients
   along the straight path from a baseline image (black by default) to the
   image and multiplies by the difference; the attributions add up to
-  ``score(image) - score(baseline)`` (completeness), which chapter 8 checks.
+  ``score(image) - score(baseline)`` (completeness), which chapter 9 checks.
 
 The class score is the logit (the input of the final softmax) when the last
 layer is a Dense or Activation layer with a softmax, because gradients of a
@@ -21,7 +21,7 @@ saturated probability vanish; otherwise it is the model's output. Gradients
 use the backend's autodiff (TensorFlow or JAX). Any functional or sequential
 Keras classifier with a convolutional layer works for Grad-CAM, provided the
 layers after the chosen convolution read only its output (no skip connection
-around it). Used in chapter 8.
+around it). Used in chapter 9.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def grad_cam(model: keras.Model, images, class_index, layer_name: str | None = N
     ``layer_name`` picks the convolutional layer (default: the last one). Its
     feature maps A_k are weighted by alpha_k = mean over positions of
     d score / d A_k; the map is ReLU(sum_k alpha_k A_k), scaled so each
-    image's maximum is 1 (an all-zero map stays zero). Used in chapter 8.
+    image's maximum is 1 (an all-zero map stays zero). Used in chapter 9.
     """
     x = _check_images(images)
     layer = last_conv_layer(model) if layer_name is None else model.get_layer(layer_name)

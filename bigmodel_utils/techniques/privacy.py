@@ -20,7 +20,7 @@ the loss-threshold attack of Yeom et al. (2018) that shows why this matters.
 Per-example gradients need the backend's autodiff: TensorFlow
 (``tf.vectorized_map`` over a ``GradientTape``) and JAX (``jax.vmap`` of
 ``jax.grad`` over ``model.stateless_call``) are supported; everything else
-here is backend-agnostic ``keras.ops``. Used in chapter 8.
+here is backend-agnostic ``keras.ops``. Used in chapter 9.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def train_dp_sgd(
     batch size, as in Abadi et al. (2016). ``optimizer`` defaults to SGD with
     momentum 0.9 and learning rate 0.5 (DP-SGD's noise favours large
     batches and large steps). ``noise_multiplier=0`` trains with clipping
-    only and no privacy guarantee. Used in chapter 8.
+    only and no privacy guarantee. Used in chapter 9.
     """
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y)
@@ -248,7 +248,7 @@ def dp_sgd_epsilon(noise_multiplier: float, sampling_probability: float, steps: 
     Uses Google's maintained ``dp-accounting`` library: ``accountant="rdp"``
     (Renyi DP, Mironov 2017; the usual choice) or ``"pld"`` (privacy loss
     distributions, tighter and slower). ``noise_multiplier=0`` gives
-    ``math.inf``: without noise there is no guarantee. Used in chapter 8.
+    ``math.inf``: without noise there is no guarantee. Used in chapter 9.
     """
     sigma = non_negative("noise_multiplier", noise_multiplier)
     q = check_number("sampling_probability", sampling_probability, 0, 1, include_minimum=False)
@@ -296,7 +296,7 @@ def membership_inference(member_losses, nonmember_losses) -> MembershipInference
 
     Training examples (members) tend to have lower loss than unseen ones; the
     AUC of the score ``-loss`` measures how well an attacker who sees only
-    the loss can tell them apart. Used in chapter 8.
+    the loss can tell them apart. Used in chapter 9.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -323,7 +323,7 @@ def membership_advantage_bound(epsilon: float, delta: float = 0.0) -> float:
     the largest ``TPR - FPR`` both allow is ``(e^eps - 1 + 2 delta) / (e^eps + 1)``
     (Kairouz, Oh and Viswanath 2015). It is below 1 for every finite epsilon,
     unlike the pure-epsilon bound ``e^eps - 1`` of Yeom et al. (2018), which
-    says nothing from ``epsilon = ln 2``. Used in chapter 8.
+    says nothing from ``epsilon = ln 2``. Used in chapter 9.
     """
     epsilon = non_negative("epsilon", epsilon)
     delta = check_number("delta", delta, 0, 1, include_maximum=False)
@@ -337,7 +337,7 @@ def build_dp_classifier(input_shape=(28, 28, 1), num_classes: int = 10, width: i
     Two strided 3x3 convolutions (``width`` and ``2 * width`` filters), whose
     feature maps are flattened into a softmax layer. Bounded activations such as tanh keep
     gradients small, so clipping removes less signal (Papernot et al. 2021).
-    Used in chapter 8.
+    Used in chapter 9.
     """
     width = check_int("width", width, minimum=1)
     num_classes = check_int("num_classes", num_classes, minimum=2)

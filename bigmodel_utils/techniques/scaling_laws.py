@@ -11,7 +11,7 @@ tokens (Kaplan et al. 2020), and compute-optimal sizes from IsoFLOP curves (Hoff
   compute budget ``C`` (training on ``D = C / 6N`` tokens) and returns the size, tokens and tokens
   per parameter at its vertex; :func:`fit_optimal_size_exponent` fits ``N_opt ~ C^a`` across budgets.
 
-Used in chapter 8 ("Compute").
+Used in chapter 9 ("Compute").
 """
 
 from __future__ import annotations

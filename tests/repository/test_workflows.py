@@ -197,7 +197,7 @@ def test_colab_installs_what_the_chapters_install_cells_do(colab):
     requested = {word for words in asked for word in words}
     assert "-e" in requested and "." in requested
     cells = chapter_installs()
-    assert {"05_tuning.ipynb", "08_future_challenges.ipynb"} <= set(cells)
+    assert {"05_tuning.ipynb", "09_future_challenges.ipynb"} <= set(cells)
     missing = {name: [r for r in wanted if r not in requested] for name, wanted in cells.items()}
     assert {name: wanted for name, wanted in missing.items() if wanted} == {}
 
@@ -289,7 +289,7 @@ def test_running_page_names_every_package_a_chapter_installs_in_colab():
     install cell must be named there too."""
     text = (ROOT / "running.md").read_text().lower()
     installs = chapter_installs()
-    assert {"05_tuning.ipynb", "07_model_to_product.ipynb", "08_future_challenges.ipynb"} <= set(installs)
+    assert {"05_tuning.ipynb", "07_model_to_product.ipynb", "09_future_challenges.ipynb"} <= set(installs)
     names = {re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower() for wanted in installs.values()
              for requirement in wanted}
     assert {"keras-tuner", "ray", "onnxruntime", "dp-accounting"} <= names

@@ -87,14 +87,14 @@ def test_the_accelerator_table_is_the_pinned_file_and_feeds_the_calculator():
 
     data = (files.data_dir() / accelerators.ACCELERATORS_FILE).read_bytes()
     assert hashlib.sha256(data).hexdigest() == accelerators.ACCELERATORS_SHA256
-    # chapter 8's table: the dense peak at the training precision (bfloat16 where the chip has it) and board power
+    # chapter 9's table: the dense peak at the training precision (bfloat16 where the chip has it) and board power
     expected = {"T4": ("NVIDIA T4", 65e12, "float16 dense", 70.0),
                 "V100": ("NVIDIA V100 SXM2", 125e12, "float16 dense", 300.0),
                 "A100": ("NVIDIA A100 SXM4", 312e12, "bfloat16 dense", 400.0),
                 "H100": ("NVIDIA H100 SXM5", 989.5e12, "bfloat16 dense", 700.0)}  # 1,979 with sparsity, halved
     assert {key: (a.name, a.peak_flops, a.precision, a.power_watts)
             for key, a in costs.ACCELERATORS.items()} == expected
-    assert list(costs.ACCELERATORS) == list(expected)  # the order chapter 8 prints them in
+    assert list(costs.ACCELERATORS) == list(expected)  # the order chapter 9 prints them in
     with pytest.raises(ValueError, match="accelerator must be one of 'T4', 'V100', 'L4', .*; got 'B200'"):
         accelerators.datasheet("B200")
 

@@ -31,7 +31,7 @@ def test_bad_sizes_and_missing_titles_are_refused():
 
 
 # ---------------------------------------------------------------------------
-# The concept diagrams of chapters 3, 4, 5 and 8
+# The concept diagrams of chapters 3, 4, 5 and 9
 # ---------------------------------------------------------------------------
 
 

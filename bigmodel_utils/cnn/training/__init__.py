@@ -1,4 +1,4 @@
-"""Training helpers for chapters 4, 5, 7 and 8, one module per concern:
+"""Training helpers for chapters 4, 5, 7 and 9, one module per concern:
 
 - :mod:`~bigmodel_utils.cnn.training.precision`: devices, dtype policies, the learning-rate scaling rule;
 - :mod:`~bigmodel_utils.cnn.training.pipeline`: augmentation and input pipelines for ``fit``;

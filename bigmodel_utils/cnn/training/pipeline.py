@@ -2,7 +2,7 @@
 
 ``make_pipeline`` builds a ``tf.data`` pipeline when TensorFlow is installed (through
 :mod:`bigmodel_utils.backend.tensorflow_only`, whatever the Keras backend) and NumPy batches
-(:class:`NumpyBatches`, a ``keras.utils.PyDataset``) otherwise. Used in chapters 4, 5 and 8.
+(:class:`NumpyBatches`, a ``keras.utils.PyDataset``) otherwise. Used in chapters 4, 5 and 9.
 """
 
 from __future__ import annotations

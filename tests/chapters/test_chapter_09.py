@@ -1,4 +1,4 @@
-"""Chapter 8 run under the smoke profile: its results JSON holds real, consistent values."""
+"""Chapter 9 run under the smoke profile: its results JSON holds real, consistent values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-CHAPTER = "08_future_challenges"
+CHAPTER = "09_future_challenges"
 
 
 def test_growth_trends_and_power_law(results):
