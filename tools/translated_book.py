@@ -37,6 +37,7 @@ EDITIONS = {
             "Foundations": "基础",
             "Training and tuning": "训练与调优",
             "Large language models": "大语言模型",
+            "Large models in practice": "大模型实战",
             "Looking ahead": "展望",
             "Appendix": "附录",
         },

@@ -131,7 +131,7 @@ def kv_cache_bytes(kv_bytes_per_token, context_length, batch=1) -> float:
 
 
 def llama_parameter_count(vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_size,
-                          intermediate_size, qkv_bias=False) -> int:
+                          intermediate_size, qkv_bias=False, tied_embeddings=False) -> int:
     """Parameters of a Llama-style decoder, counted from its config: the number a checkpoint holds.
 
     Token embedding and a separate (untied) output layer, ``2 V d``; per layer
@@ -139,14 +139,16 @@ def llama_parameter_count(vocab_size, hidden_size, num_layers, num_heads, num_kv
     projections ``2 d H_kv h`` (plus their biases and the query's when
     ``qkv_bias``, as in Qwen2.5), a gated (SwiGLU) MLP ``3 d d_ff`` and two
     RMSNorm scales ``2 d``; and the final norm ``d``. Chapter 7 checks it
-    against ``data/model_configs.csv`` (Llama 3 8B: 8,030,261,248).
+    against ``data/model_configs.csv`` (Llama 3 8B: 8,030,261,248). With ``tied_embeddings`` the output
+    layer reuses the embedding, ``V d`` instead of ``2 V d`` (SmolLM2, chapter 8: 134,515,008).
     """
     d, layers = positive_int("hidden_size", hidden_size), positive_int("num_layers", num_layers)
     heads, kv_heads = positive_int("num_heads", num_heads), positive_int("num_kv_heads", num_kv_heads)
     h, ffn = positive_int("head_size", head_size), positive_int("intermediate_size", intermediate_size)
     attention = 2 * d * heads * h + 2 * d * kv_heads * h + (heads * h + 2 * kv_heads * h) * bool(qkv_bias)
     per_layer = attention + 3 * d * ffn + 2 * d
-    return 2 * positive_int("vocab_size", vocab_size) * d + layers * per_layer + d
+    embeddings = (1 if tied_embeddings else 2) * positive_int("vocab_size", vocab_size) * d
+    return embeddings + layers * per_layer + d
 
 
 def model_configs():
