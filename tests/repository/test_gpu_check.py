@@ -65,6 +65,11 @@ def test_dry_run_trains_both_models_without_tensorflow(dry_run):
     assert report["tensorflow_imported"] is False
     assert report["keras_backend"] == "jax"
     cnn, gpt = report["rows"]
+    [smollm2] = report["inference"]  # chapter 8's tiny model in a dry run: the path, not the figures
+    assert smollm2["model"].startswith("SmolLM2") and "tiny randomly initialised" in smollm2["weights"]
+    assert smollm2["decode_tokens_per_second"] > 0 and smollm2["new_tokens"] == 8 and smollm2["questions"] == 8
+    assert smollm2["bandwidth_bound"] is None  # a CPU has no datasheet row
+    assert smollm2["perplexity"] > 1000  # random weights over a 49,152-token vocabulary
     assert cnn["model"].startswith("CNN ch. 4") and cnn["unit"] == "images/s"
     assert gpt["model"].startswith("GPT ch. 6") and gpt["unit"] == "tokens/s"
     items_per_step = {"cnn": gpu_check.DRY["cnn"]["BATCH_SIZE"],  # images, and tokens, a step
