@@ -68,17 +68,17 @@ PYTEST := $(BIN)/pytest -q -p no:cacheprovider --durations=5
 legs: $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target leg-tensorflow leg-jax
 
-# TensorFlow: the package's Keras tests, its programs and the repository's checks (no Keras backend is involved in
-# those, so either leg could run them: this one is the shorter since chapter 8 joined the JAX leg's chapters); then
-# every chapter under smoke with its assertions and the recorded-output check (the executed copies feed the smoke book).
+# TensorFlow: the backend-free unit tests and the repository's checks (no Keras backend is involved in those, so
+# either leg could run them: this one is the shorter since chapter 8 joined the JAX leg's chapters), the package's
+# Keras tests and its programs; then every chapter under smoke with its assertions and the recorded-output check (the
+# executed copies feed the smoke book).
 leg-tensorflow: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PYTEST) tests/backend tests/programs tests/repository
+	KERAS_BACKEND=tensorflow $(PYTEST) tests/unit tests/repository tests/backend tests/programs
 	KERAS_BACKEND=tensorflow $(PYTEST) tests/chapters -m "not jax_full"
 
-# JAX: the backend-free unit tests and the package's Keras tests under JAX; then every chapter's second run, under
-# JAX in the shrunk full profile.
+# JAX: the package's Keras tests under JAX; then every chapter's second run, under JAX in the shrunk full profile.
 leg-jax: $(STAMP)
-	KERAS_BACKEND=jax $(PYTEST) tests/unit tests/backend
+	KERAS_BACKEND=jax $(PYTEST) tests/backend
 	KERAS_BACKEND=jax $(PYTEST) tests/chapters -m jax_full
 
 ## make bench: the measurements (timing, memory, throughput) that `make test` leaves out, one at a time on an

@@ -50,5 +50,5 @@ def test_the_real_weights_know_things(jax_full):
     assert jax_full["scores"]["questions"]["low"] > 0.25  # measured on all 60: 0.62 (0.48 to 0.73)
     compression = jax_full["compression"]
     assert compression["int8"]["perplexity"] < 1.2 * compression["float32"]["perplexity"]
-    assert compression["int4"]["perplexity"] > compression["int8"]["perplexity"]
+    assert compression["int8"]["weights_MB"] < compression["float32"]["weights_MB"] / 3.5
     assert compression["int8"].get("decode_tokens_per_second") is None  # not timed when shrunk (NaN in JSON: None)
