@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from bigmodel_utils.backend.compile import compiled
+from bigmodel_utils.pretrained import evaluate
 from bigmodel_utils.scratch import softmax
 from bigmodel_utils.validation import check_int, check_number, positive, positive_int
 
@@ -94,7 +95,7 @@ class Decoder:
         """The prompt's token ids; a one-line error for an empty prompt or one that leaves no room."""
         if not isinstance(prompt, str) or not prompt:
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r:.40}")
-        ids = [int(i) for i in ops.convert_to_numpy(self.tokenizer(prompt))]
+        ids = evaluate.encode(self.model, prompt)
         if len(ids) >= self.max_length:
             raise ValueError(f"prompt has {len(ids)} tokens; at most {self.max_length - 1} fit this decoder's "
                              f"max_length={self.max_length}")
@@ -131,6 +132,5 @@ class Decoder:
             new.append(choose_next(ops.convert_to_numpy(logits)[0, -1], rng, greedy, temperature, top_k, top_p))
         decode_seconds = time.perf_counter() - start
         kept = new[:-1] if stop_at_end and new[-1] == end_id else new
-        text = self.tokenizer.detokenize(np.array(kept, "int32")) if kept else ""
-        text = text if isinstance(text, str) else ops.convert_to_numpy(text).item().decode("utf-8")
+        text = evaluate.decode(self.model, kept) if kept else ""
         return Generation(new, text, len(ids), prefill_seconds, decode_seconds, stopped or new[-1] == end_id)

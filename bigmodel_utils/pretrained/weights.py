@@ -98,14 +98,26 @@ def unpermute(weight: np.ndarray, num_heads: int) -> np.ndarray:
     return weight.reshape(num_heads, rows // num_heads // 2, 2, -1).swapaxes(1, 2).reshape(weight.shape)
 
 
+def in_llama_cpp_order(model: GGUFModel) -> GGUFModel:
+    """A copy of ``model`` with the query and key rows put back in llama.cpp's order (the inverse of
+    :func:`unpermute`): the wrong layout, for showing what it does, made from arrays already read."""
+    heads = {"attn_q.weight": model.config.num_query_heads, "attn_k.weight": model.config.num_key_value_heads}
+    tensors = {}
+    for name, value in model.tensors.items():
+        count = heads.get(name.split(".", 2)[-1])
+        rows = value.shape[0]
+        tensors[name] = value if count is None else (
+            value.reshape(count, 2, rows // count // 2, -1).swapaxes(1, 2).reshape(value.shape))
+    return GGUFModel(**{**vars(model), "tensors": tensors})
+
+
 def _field(reader, key):
     return reader.fields[key].contents()
 
 
-def read_gguf(path: str | Path | None = None, permuted: bool = False) -> GGUFModel:
+def read_gguf(path: str | Path | None = None) -> GGUFModel:
     """Read a Llama-architecture GGUF file (the offline SmolLM2 by default, verified first) into float32
-    arrays. ``permuted=True`` keeps llama.cpp's query/key row order: the wrong layout, for showing what it
-    does."""
+    arrays, with the query and key rows in the order Hugging Face and KerasHub use."""
     import gguf
 
     path = verify(gguf_path()) if path is None else Path(path)
@@ -129,9 +141,9 @@ def read_gguf(path: str | Path | None = None, permuted: bool = False) -> GGUFMod
     tensors, formats = {}, {}
     for tensor in reader.tensors:
         array = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        if not permuted and tensor.name.endswith("attn_q.weight"):
+        if tensor.name.endswith("attn_q.weight"):
             array = unpermute(array, config.num_query_heads)
-        elif not permuted and tensor.name.endswith("attn_k.weight"):
+        elif tensor.name.endswith("attn_k.weight"):
             array = unpermute(array, config.num_key_value_heads)
         tensors[tensor.name] = array
         formats[tensor.name] = tensor.tensor_type.name

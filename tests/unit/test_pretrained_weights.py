@@ -114,7 +114,10 @@ def test_the_real_weights_know_a_fact_and_a_wrong_layout_is_caught(smollm2):
     assert smollm2.tokens[int(np.argmax(logits[-1]))] == "ĠParis"
     # With llama.cpp's row order kept, the short prompt still gets " Paris" (queries and keys are permuted
     # alike, and the rotation hardly turns over five positions), but held-out text becomes far less likely.
-    permuted = weights.read_gguf(permuted=True)
+    permuted = weights.in_llama_cpp_order(smollm2)
+    for name, heads in (("blk.3.attn_q.weight", 9), ("blk.3.attn_k.weight", 3)):  # llama.cpp's own permutation
+        np.testing.assert_array_equal(permuted.tensors[name], llama_cpp_permute(smollm2.tensors[name], heads))
+    np.testing.assert_array_equal(permuted.tensors["blk.3.attn_v.weight"], smollm2.tensors["blk.3.attn_v.weight"])
     assert permuted.tokens[int(np.argmax(from_scratch.forward(permuted.tensors, permuted.config, PROMPT_IDS)[-1]))] \
         == "ĠParis"
     held_out = byte_level_bpe(smollm2).encode(load_corpus("shakespeare").validation[:1000]).ids[:96]
